@@ -1,0 +1,65 @@
+"""Running DVC stages from Python through DVC's CLI (DVC has no stable Python API for repro/push)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_checks.io import DoclifeError
+
+
+class StageFailed(DoclifeError):
+    """A DVC stage exited non-zero; the message is the stage's own one-line error."""
+
+
+@dataclass(frozen=True)
+class StageRun:
+    stage: str
+    ran: bool
+    """False when DVC found the stage's deps, params and code unchanged and skipped it."""
+    seconds: float
+
+
+def dvc_env() -> dict[str, str]:
+    """The environment for DVC and the `doclife` commands it runs: this interpreter's bin directory first."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def run_dvc(root: Path, args: list[str], log: Callable[[str], None] = print) -> tuple[int, list[str]]:
+    """Run `dvc ARGS` in `root`, passing each output line to `log` as it comes; return the exit code and lines."""
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        lines.append(line)
+        log(line)
+    return proc.wait(), lines
+
+
+def repro_stage(root: Path, stage: str, log: Callable[[str], None] = print) -> StageRun:
+    """`dvc repro --single-item STAGE`: run the stage if its deps, params or code changed, else skip it."""
+    start = time.perf_counter()
+    code, lines = run_dvc(root, ["repro", "--single-item", stage], log)
+    if code != 0:
+        raise StageFailed(f"stage {stage!r} failed: {stage_error(lines)}")
+    ran = any(line.startswith(f"Running stage '{stage}'") for line in lines)
+    return StageRun(stage=stage, ran=ran, seconds=round(time.perf_counter() - start, 2))
+
+
+def stage_error(lines: list[str]) -> str:
+    """The most telling line of a failed stage's output: doclife's own error, else DVC's."""
+    for marker in (": error: ", "ERROR: "):
+        found = [line for line in lines if marker in line]
+        if found:
+            return found[-1].split(marker, 1)[1].strip() if marker == ": error: " else found[-1].strip()
+    return lines[-1].strip() if lines else "no output"

@@ -1,0 +1,91 @@
+"""Where every stage reads and writes, relative to the workspace root.
+
+`dvc.yaml` declares the same paths as its deps and outs; `tests/test_dvc_yaml.py` keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    """The workspace: the directory holding dvc.yaml and params.yaml."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def sample_corpus(self) -> Path:
+        return self.root / "data/raw/sample.csv"
+
+    # ingest, validate
+    @property
+    def ingested(self) -> Path:
+        return self.root / "data/ingested.parquet"
+
+    @property
+    def validated(self) -> Path:
+        return self.root / "data/validated.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "data/quarantine.parquet"
+
+    @property
+    def validation_summary(self) -> Path:
+        return self.root / "reports/validate/summary.json"
+
+    @property
+    def data_docs(self) -> Path:
+        return self.root / "reports/validate/data_docs"
+
+    # snapshot
+    @property
+    def snapshot(self) -> Path:
+        return self.root / "data/snapshot"
+
+    # tokenizer and training
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "models/tokenizer"
+
+    def model(self, stage: str) -> Path:
+        """The exported Hugging Face model of `pretrain` or `finetune`."""
+        return self.root / f"models/{stage}/model"
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / f"models/{stage}/checkpoints"
+
+    def metrics(self, stage: str) -> Path:
+        return self.root / f"reports/{stage}/metrics.json"
+
+    def curve(self, stage: str) -> Path:
+        return self.root / f"reports/{stage}/curve.csv"
+
+    # evaluate
+    @property
+    def predictions(self) -> Path:
+        return self.root / "reports/evaluate/predictions.parquet"
+
+    @property
+    def confusion_csv(self) -> Path:
+        return self.root / "reports/evaluate/confusion.csv"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.root / "reports/evaluate/confusion_matrix.png"
+
+    # promote
+    @property
+    def verdict(self) -> Path:
+        return self.root / "reports/promote/verdict.json"
+
+    def registry(self, relative: str) -> Path:
+        return self.root / relative

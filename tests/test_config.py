@@ -1,0 +1,41 @@
+"""params.yaml → typed configs: the shipped file loads, mistakes are one-line errors naming the file."""
+
+from pathlib import Path
+
+import pytest
+
+from data_checks.io import DoclifeError
+from flows.config import load_params, set_param
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.ingest.text_column == "text"
+    assert params.promote.primary_metric == "macro_f1"
+    assert len(params.validate.labels) >= 4
+
+
+def test_an_unknown_key_names_the_file_and_the_key(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("  batch_size: 128", "  batch_size: 128\n  batchsize: 1")
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(DoclifeError, match=r"params.yaml: section 'evaluate': unknown key\(s\) batchsize"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_bad_value_is_refused(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("primary_metric: macro_f1", "primary_metric: f2")
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(DoclifeError, match="section 'promote'.*unknown metric 'f2'"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_set_param_keeps_comments_and_other_keys(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    set_param(path, "ingest.source", "corpora/news.jsonl")
+    text = path.read_text()
+    assert "source: corpora/news.jsonl" in text
+    assert "# the built-in, generated sample corpus" in text
+    assert load_params(path).ingest.source == "corpora/news.jsonl"

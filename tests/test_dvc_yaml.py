@@ -1,0 +1,65 @@
+"""dvc.yaml and the code agree: same paths as flows/layout.py, every config field listed key by key."""
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from flows.cli import STAGES
+from flows.config import Params
+from flows.layout import Layout
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+AT = Layout(ROOT)
+
+# Sections whose every key a stage reads (snapshot.remote is read by the flow's push, not by a stage).
+STAGE_SECTIONS = {"sample": "sample", "ingest": "ingest", "validate": "validate", "tokenize": "tokenize",
+                  "pretrain": "pretrain", "finetune": "finetune", "evaluate": "evaluate", "promote": "promote"}
+
+
+def declared(stage: str, kind: str) -> set[str]:
+    return {next(iter(e)) if isinstance(e, dict) else e for e in DVC[stage].get(kind, [])}
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def test_every_stage_has_a_subcommand_and_a_dvc_stage():
+    assert list(DVC) == list(STAGES)
+    for name, stage in DVC.items():
+        assert stage["cmd"] == f"doclife {name}"
+
+
+def test_outputs_match_the_layout():
+    assert declared("sample", "outs") == {rel(AT.sample_corpus)}
+    assert declared("ingest", "outs") == {rel(AT.ingested)}
+    assert declared("validate", "outs") == {rel(AT.validated), rel(AT.quarantine), rel(AT.data_docs)}
+    assert declared("validate", "metrics") == {rel(AT.validation_summary)}
+    assert declared("snapshot", "outs") == {rel(AT.snapshot)}
+    assert declared("tokenize", "outs") == {rel(AT.tokenizer)}
+    for stage in ("pretrain", "finetune"):
+        assert declared(stage, "outs") == {rel(AT.model(stage)), rel(AT.checkpoints(stage))}
+        assert declared(stage, "metrics") == {rel(AT.metrics(stage))}
+        assert declared(stage, "plots") == {rel(AT.curve(stage))}
+    assert declared("evaluate", "outs") == {rel(AT.predictions), rel(AT.confusion_png)}
+    assert declared("evaluate", "metrics") == {rel(AT.metrics("evaluate"))}
+    assert declared("evaluate", "plots") == {rel(AT.confusion_csv)}
+    assert declared("promote", "metrics") == {rel(AT.verdict)}
+
+
+def test_each_stage_lists_every_key_of_its_section():
+    hints = typing.get_type_hints(Params)
+    for stage, section in STAGE_SECTIONS.items():
+        keys = {f"{section}.{f.name}" for f in dataclasses.fields(hints[section])}
+        assert keys <= set(DVC[stage]["params"]), f"{stage} misses {keys - set(DVC[stage]['params'])}"
+
+
+def test_each_stage_lists_its_own_code():
+    for stage in STAGES:
+        code = [d for d in DVC[stage]["deps"] if d.endswith(".py")]
+        assert code, f"stage {stage} lists no code"
+        for path in code:
+            assert (ROOT / path).is_file(), path
