@@ -1,0 +1,121 @@
+"""Typed settings for the data stages; field names match the `sample`, `ingest`, `validate` and `snapshot`
+sections of params.yaml one to one, and every default equals the value shipped there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_checks.io import DoclifeError
+
+FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
+SPLITS = ("train", "validation", "test")
+DEFAULT_LABELS = ("sports", "technology", "food", "travel")
+
+
+def _need(ok: bool, section: str, message: str) -> None:
+    # A bad setting is user input like any other: one line naming where it lives.
+    if not ok:
+        raise DoclifeError(f"params.yaml: {section}: {message}")
+
+
+@dataclass
+class SampleConfig:
+    """The built-in generated corpus (no download needed)."""
+
+    n_docs: int = 2400
+    """Clean documents generated before the planted defects are added."""
+    seed: int = 7
+    """Seed of the generator; the same seed always gives the same corpus."""
+    defects_per_kind: int = 6
+    """Rows planted per defect kind (null text, HTML residue, mojibake, ...)."""
+
+    def __post_init__(self) -> None:
+        _need(self.n_docs >= 1, "sample", f"n_docs must be >= 1, got {self.n_docs}")
+        _need(self.defects_per_kind >= 0, "sample", f"defects_per_kind must be >= 0, got {self.defects_per_kind}")
+        # Conflicting duplicates copy existing documents, so there must be enough of them to copy.
+        _need(
+            self.defects_per_kind <= self.n_docs,
+            "sample",
+            f"defects_per_kind ({self.defects_per_kind}) must not exceed n_docs ({self.n_docs})",
+        )
+
+
+@dataclass
+class IngestConfig:
+    """How to read the raw corpus into the canonical table (doc_id, text, label, split, source_row)."""
+
+    source: str = "data/raw/sample.csv"
+    """Path of the raw corpus: CSV, TSV, JSONL or Parquet."""
+    format: str = "auto"
+    """auto (from the file extension) | csv | tsv | jsonl | parquet."""
+    text_column: str = "text"
+    """Column holding the document text."""
+    label_column: str | None = "label"
+    """Column holding the label; None for an unlabelled corpus (every label is then null)."""
+    id_column: str | None = None
+    """Column holding a unique document id; None derives the id from the text."""
+    split_column: str | None = None
+    """Column holding train/validation/test; None assigns splits from a hash of the text."""
+    validation_fraction: float = 0.1
+    """Share of documents hashed into the validation split (when split_column is None)."""
+    test_fraction: float = 0.1
+    """Share of documents hashed into the test split (when split_column is None)."""
+
+    def __post_init__(self) -> None:
+        _need(self.format in FORMATS, "ingest", f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        _need(bool(self.text_column), "ingest", "text_column must not be empty")
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _need(0.0 <= value < 1.0, "ingest", f"{name} must be in [0, 1), got {value}")
+        _need(
+            self.validation_fraction + self.test_fraction < 1.0,
+            "ingest",
+            "validation_fraction + test_fraction must leave rows for training",
+        )
+
+
+@dataclass
+class ValidateConfig:
+    """The data contract the Great Expectations suite enforces."""
+
+    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS))
+    """The declared label set; every validated row carries one of these and every one must occur."""
+    min_chars: int = 2
+    """Shortest accepted text, counted after stripping surrounding whitespace."""
+    max_chars: int = 2000
+    """Longest accepted text, counted after stripping surrounding whitespace."""
+    max_char_run: int = 8
+    """Longest accepted run of one repeated non-space character; longer runs count as spam."""
+    max_rejected_fraction: float = 0.2
+    """Table-level: the run fails when a larger share of the input rows is quarantined."""
+    min_rows_per_split: int = 10
+    """Table-level: every split must keep at least this many validated rows."""
+
+    def __post_init__(self) -> None:
+        self.labels = [str(label) for label in self.labels]
+        _need(len(self.labels) >= 1, "validate", "labels must name at least one label")
+        _need(len(set(self.labels)) == len(self.labels), "validate", f"labels contain duplicates: {self.labels}")
+        _need(self.min_chars >= 0, "validate", f"min_chars must be >= 0, got {self.min_chars}")
+        _need(
+            self.max_chars >= max(self.min_chars, 1),
+            "validate",
+            f"max_chars ({self.max_chars}) must be >= min_chars ({self.min_chars}) and >= 1",
+        )
+        _need(self.max_char_run >= 1, "validate", f"max_char_run must be >= 1, got {self.max_char_run}")
+        _need(
+            0.0 <= self.max_rejected_fraction <= 1.0,
+            "validate",
+            f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction}",
+        )
+        _need(self.min_rows_per_split >= 0, "validate", f"min_rows_per_split must be >= 0, got {self.min_rows_per_split}")
+
+
+@dataclass
+class SnapshotConfig:
+    """Where versioned corpus snapshots are pushed."""
+
+    remote: str = "local"
+    """Name of the DVC remote the flow pushes snapshots to (defined in .dvc/config)."""
+
+    def __post_init__(self) -> None:
+        _need(bool(self.remote), "snapshot", "remote must not be empty")

@@ -1,0 +1,255 @@
+"""Read a raw corpus (CSV, TSV, JSONL or Parquet) into the canonical table every later stage uses.
+
+Canonical columns: doc_id (unique string), text (string or null), label (string or null),
+split (train | validation | test) and source_row (0-based row index in the input file).
+Ingest never drops or repairs a row: judging rows is the validation stage's job.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_checks.config import SPLITS, IngestConfig
+from data_checks.io import DoclifeError, write_parquet
+
+CANONICAL_COLUMNS = ("doc_id", "text", "label", "split", "source_row")
+
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def resolve_format(cfg: IngestConfig, source: Path) -> str:
+    """The configured format, or the one the file extension names when the format is "auto"."""
+    if cfg.format != "auto":
+        return cfg.format
+    fmt = _EXTENSIONS.get(source.suffix.lower())
+    if fmt is None:
+        raise DoclifeError(
+            f"{source}: unsupported format {source.suffix or '(no extension)'!r} "
+            f"(expected one of {', '.join(sorted(_EXTENSIONS))}, or set ingest.format)"
+        )
+    return fmt
+
+
+def _decode(source: Path, raw: bytes) -> str:
+    try:
+        # utf-8-sig: a byte-order mark at the very start of the file is encoding metadata, not content.
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DoclifeError(
+            f"{source}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); re-save the file as UTF-8"
+        ) from None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:300] or type(err).__name__
+
+
+def _read_delimited(source: Path, text: str, sep: str, fmt: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            # Only a truly empty cell is missing: "NA", "null" or "None" are text a user may mean.
+            keep_default_na=False,
+            na_values=[""],
+            quoting=csv.QUOTE_MINIMAL,
+        )
+    except pd.errors.EmptyDataError:
+        raise DoclifeError(f"{source}: no header and no rows") from None
+    except (pd.errors.ParserError, ValueError, csv.Error) as err:
+        raise DoclifeError(f"{source}: cannot parse as {fmt.upper()}: {_one_line(err)}") from None
+
+
+def _json_scalar(value: object) -> object:
+    # Labels like 0/1 or true/false become the strings "0"/"1"/"true"/"false"; nested values stay JSON.
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _read_jsonl(source: Path, text: str) -> pd.DataFrame:
+    records: list[dict[str, object]] = []
+    # Split on "\n" only: str.splitlines() would also break at U+2028, which JSON allows inside strings.
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DoclifeError(f"{source}: line {line_no} is not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DoclifeError(f"{source}: line {line_no} is a JSON {type(record).__name__}, expected an object")
+        records.append({key: _json_scalar(value) for key, value in record.items()})
+    if not records:
+        raise DoclifeError(f"{source}: no rows")
+    return pd.DataFrame.from_records(records)
+
+
+def _read_parquet(source: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(source)
+    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
+        raise DoclifeError(f"{source}: cannot read as Parquet: {_one_line(err)}") from None
+
+
+def _is_missing(value: object) -> bool:
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return False
+    return bool(pd.isna(value))
+
+
+def _as_strings(series: pd.Series) -> pd.Series:
+    """Values as strings with missing values kept missing; integral floats lose their ".0"."""
+    if pd.api.types.is_bool_dtype(series):
+        out = series.map(lambda v: None if pd.isna(v) else str(bool(v)).lower())
+    elif pd.api.types.is_float_dtype(series):
+        finite = series.dropna()
+        integral = bool(np.all(np.mod(finite, 1) == 0)) if len(finite) else True
+        out = series.map(lambda v: None if pd.isna(v) else (str(int(v)) if integral else repr(float(v))))
+    else:
+        out = series.map(lambda v: None if _is_missing(v) else str(v))
+    return out.astype(object).where(out.notna(), None)
+
+
+def _normalise(texts: pd.Series) -> pd.Series:
+    """Whitespace-normalised text: what counts as "the same document" for duplicates and splits."""
+    return texts.str.split().str.join(" ")
+
+
+def _sha1_hex(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: hashlib.sha1(v.encode("utf-8")).hexdigest())
+
+
+def _doc_ids(text: pd.Series, source_row: pd.Series) -> pd.Series:
+    key = text.where(text.notna(), "row:" + source_row.astype(str))
+    base = _sha1_hex(key).str[:16]
+    # The k-th repeat of the same id gets "~k", so ids stay unique and the first copy keeps the plain hash.
+    repeat = base.groupby(base).cumcount()
+    return base.where(repeat == 0, base + "~" + repeat.astype(str))
+
+
+def hash_splits(text: pd.Series, source_row: pd.Series, validation_fraction: float, test_fraction: float) -> pd.Series:
+    """train/validation/test from a hash of the whitespace-normalised text.
+
+    A document keeps its split when rows are added, removed or reordered, and exact duplicates always
+    share a split (so a duplicate can never leak from train into test).
+    """
+    key = _normalise(text).where(text.notna(), "row:" + source_row.astype(str))
+    fraction = _sha1_hex(key).map(lambda h: int(h[:15], 16) / float(16**15))
+    return pd.Series(
+        np.where(fraction < test_fraction, "test", np.where(fraction < test_fraction + validation_fraction, "validation", "train")),
+        index=text.index,
+        dtype=object,
+    )
+
+
+def _column_splits(source: Path, column: str, values: pd.Series) -> pd.Series:
+    cleaned = values.map(lambda v: None if v is None else _SPLIT_ALIASES.get(v.strip().lower()))
+    bad = values[cleaned.isna()]
+    if len(bad):
+        shown = ", ".join(sorted({repr(v) for v in bad.head(50)})[:5])
+        raise DoclifeError(
+            f"{source}: split column {column!r} has {len(bad)} value(s) that are not train/validation/test (e.g. {shown})"
+        )
+    return cleaned
+
+
+def _column_ids(source: Path, column: str, values: pd.Series) -> pd.Series:
+    if values.isna().any():
+        raise DoclifeError(f"{source}: id column {column!r} is empty in row {int(values.isna().to_numpy().argmax())}")
+    dup = values.duplicated(keep=False)
+    if dup.any():
+        first = values[dup].iloc[0]
+        rows = values.index[values == first].tolist()[:3]
+        raise DoclifeError(f"{source}: id column {column!r} has duplicate value {first!r} (rows {', '.join(map(str, rows))})")
+    return values
+
+
+def read_source(cfg: IngestConfig, source: Path) -> pd.DataFrame:
+    """Read `source` into the canonical table (doc_id, text, label, split, source_row); one row per input row."""
+    source = Path(source)
+    if not source.exists():
+        raise DoclifeError(f"{source}: file not found")
+    if not source.is_file():
+        raise DoclifeError(f"{source}: not a regular file")
+    fmt = resolve_format(cfg, source)
+    if source.stat().st_size == 0:
+        raise DoclifeError(f"{source}: empty file")
+
+    if fmt == "parquet":
+        raw = _read_parquet(source)
+    else:
+        text = _decode(source, source.read_bytes())
+        if not text.strip():
+            raise DoclifeError(f"{source}: empty file")
+        raw = _read_jsonl(source, text) if fmt == "jsonl" else _read_delimited(source, text, "," if fmt == "csv" else "\t", fmt)
+    raw.columns = [str(c) for c in raw.columns]
+    if raw.empty:
+        raise DoclifeError(f"{source}: no rows (columns: {', '.join(raw.columns)})")
+
+    def column(name: str, role: str) -> pd.Series:
+        if name not in raw.columns:
+            raise DoclifeError(f"{source}: no {role} column {name!r} (columns: {', '.join(raw.columns)})")
+        return _as_strings(raw[name]).reset_index(drop=True)
+
+    texts = column(cfg.text_column, "text")
+    # A byte-order mark inside a value (left by concatenating files) is invisible junk, never content.
+    texts = texts.where(texts.isna(), texts.str.lstrip("\ufeff"))
+    labels = column(cfg.label_column, "label") if cfg.label_column else pd.Series([None] * len(raw), dtype=object)
+    source_row = pd.Series(np.arange(len(raw), dtype=np.int64))
+
+    doc_id = _column_ids(source, cfg.id_column, column(cfg.id_column, "id")) if cfg.id_column else _doc_ids(texts, source_row)
+    if cfg.split_column:
+        split = _column_splits(source, cfg.split_column, column(cfg.split_column, "split"))
+    else:
+        split = hash_splits(texts, source_row, cfg.validation_fraction, cfg.test_fraction)
+
+    frame = pd.DataFrame(
+        {
+            "doc_id": doc_id.astype(object),
+            "text": texts.astype(object),
+            "label": labels.astype(object),
+            "split": split.astype(object),
+            "source_row": source_row,
+        }
+    )
+    return frame
+
+
+def split_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Rows per split, always listing train, validation and test (0 when absent)."""
+    counts = frame["split"].value_counts()
+    return {name: int(counts.get(name, 0)) for name in SPLITS}
+
+
+def ingest(cfg: IngestConfig, source: Path, out_path: Path) -> dict:
+    """Read `source` and write the canonical table to `out_path` (Parquet, atomically); the source is only read."""
+    source = Path(source)
+    frame = read_source(cfg, source)
+    write_parquet(out_path, frame)
+    return {
+        "source": str(source),
+        "format": resolve_format(cfg, source),
+        "rows": int(len(frame)),
+        "splits": split_counts(frame),
+        "output": str(out_path),
+    }

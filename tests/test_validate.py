@@ -1,0 +1,214 @@
+"""Validation: every rule catches its crafted example and passes its twin; rows are accounted for;
+table-level failures stop the run after writing everything; Data Docs are built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data_checks.config import IngestConfig, SampleConfig, ValidateConfig
+from data_checks.expectations import looks_like_mojibake
+from data_checks.ingest import CANONICAL_COLUMNS, hash_splits, ingest
+from data_checks.io import DoclifeError, read_json
+from data_checks.sample_corpus import DEFECT_RULES, TOPICS, generate_sample_corpus, write_sample_corpus
+from data_checks.validate import ValidationFailed, validate, validate_frame
+
+CFG = ValidateConfig(labels=list(TOPICS), min_chars=2, max_chars=60, max_char_run=8, min_rows_per_split=1)
+
+# (rule, text, label, caught?) - one example that must be caught and one that must pass per rule.
+EXAMPLES: list[tuple[str, str | None, str | None, bool]] = [
+    ("text_missing", None, "food", True),
+    ("text_missing", "NA", "food", False),
+    ("text_blank", " \t\n ", "food", True),
+    ("text_blank", " ok ", "food", False),
+    ("text_too_short", "  x  ", "food", True),
+    ("text_too_short", "  xy  ", "food", False),
+    ("text_too_long", "long words " * 6, "food", True),  # 65 characters before stripping, 65 after
+    ("text_too_long", "  " + "a b " * 15 + "  ", "food", False),  # 60 characters after stripping
+    ("label_missing", "a review without a label", None, True),
+    ("label_missing", "a review with a label", "travel", False),
+    ("label_unknown", "a review about misc things", "misc", True),
+    ("label_unknown", "a review about Food in capitals", "Food", True),
+    ("label_unknown", "a review about food things", "food", False),
+    ("html_residue", "<b>bold</b> claim about tennis", "sports", True),
+    ("html_residue", "great&nbsp;price for the hotel", "travel", True),
+    ("html_residue", "a < b and c > d, I <3 this app", "technology", False),
+    ("html_residue", "AT&T sells phones & plans", "technology", False),
+    ("char_spam", "so g" + "o" * 9 + "d (nine o)", "food", True),
+    ("char_spam", "好好好好好好好好好好", "food", True),
+    ("char_spam", "so g" + "o" * 8 + "d (eight o)", "food", False),
+    ("char_spam", "wait          what (spaces)", "food", False),
+    ("mojibake", "cafÃ© au lait was fine", "food", True),
+    ("mojibake", "é”™è¯¯ in the app", "technology", True),
+    ("mojibake", "閿欒", "technology", True),
+    ("mojibake", "我喜欢这个".encode().decode("gbk", errors="replace"), "technology", True),
+    ("mojibake", "café au lait was fine, naïve", "food", False),
+    ("mojibake", "错误的应用，繁體中文也可以", "technology", False),
+    ("mojibake", "好好学习天天向上", "technology", False),
+]
+# Same text up to whitespace with different labels: every copy is caught; with equal labels: kept.
+DUPLICATES: list[tuple[str, str | None, str | None, bool]] = [
+    ("duplicate_conflicting_label", "the same review twice", "food", True),
+    ("duplicate_conflicting_label", "the  same review\ttwice ", "travel", True),
+    ("duplicate_conflicting_label", "an exact duplicate", "sports", False),
+    ("duplicate_conflicting_label", "an exact duplicate", "sports", False),
+]
+
+
+def _clean_rows(n: int) -> list[dict]:
+    return [{"text": f"clean review number {i} of {TOPICS[i % 4]}", "label": TOPICS[i % 4]} for i in range(n)]
+
+
+def _canonical(rows: list[dict]) -> pd.DataFrame:
+    """An ingested-style table built in memory (the ingest stage has its own tests)."""
+    frame = pd.DataFrame(rows)
+    frame["text"] = frame["text"].astype(object)
+    source_row = pd.Series(range(len(frame)), dtype="int64")
+    return pd.DataFrame(
+        {
+            "doc_id": [f"d{i:05d}" for i in range(len(frame))],
+            "text": frame["text"],
+            "label": frame["label"].astype(object),
+            "split": hash_splits(frame["text"], source_row, 0.1, 0.1),
+            "source_row": source_row,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def crafted() -> tuple[pd.DataFrame, pd.DataFrame]:
+    examples = EXAMPLES + DUPLICATES
+    rows = _clean_rows(200) + [{"text": t, "label": y} for _, t, y, _ in examples]
+    frame = _canonical(rows)
+    report = validate_frame(CFG, frame)
+    reasons = pd.concat([report.quarantine, report.validated.assign(reasons="")]).set_index("source_row")["reasons"]
+    expected = pd.DataFrame(examples, columns=["rule", "text", "label", "caught"])
+    expected["reasons"] = [reasons[200 + i] for i in range(len(examples))]
+    return expected, reasons
+
+
+@pytest.mark.parametrize("index", range(len(EXAMPLES) + len(DUPLICATES)))
+def test_one_example_per_rule(crafted: tuple[pd.DataFrame, pd.DataFrame], index: int) -> None:
+    expected, _ = crafted
+    row = expected.iloc[index]
+    got = [r for r in row["reasons"].split("; ") if r]
+    if row["caught"]:
+        assert got == [row["rule"]], f"{row['text']!r} should break exactly {row['rule']}, got {got}"
+    else:
+        assert got == [], f"{row['text']!r} should pass every rule, got {got}"
+
+
+def test_clean_rows_pass_every_rule(crafted: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _, reasons = crafted
+    assert (reasons.loc[list(range(200))] == "").all()
+
+
+def test_clean_frame_passes_and_accounts_for_every_row() -> None:
+    frame = _canonical(_clean_rows(120))
+    report = validate_frame(CFG, frame)
+    assert report.success and report.failures == []
+    assert len(report.validated) == 120 and report.quarantine.empty
+    assert all(v["failed_rows"] == 0 for v in report.row_rules.values())
+    assert all(v["success"] for v in report.table_rules.values())
+    assert list(report.validated.columns) == list(CANONICAL_COLUMNS)
+
+
+def test_mojibake_detector_leaves_genuine_text_alone() -> None:
+    genuine = ["Москва", "I ♥ NY 😀", "日本語のテキスト", "l'été à Paris — «très» bien", "一般！一般！", "價格實惠，值得購買"]
+    assert not any(looks_like_mojibake(t) for t in genuine)
+    assert looks_like_mojibake("naÃ¯ve") and looks_like_mojibake("鎴戝枩娆㈣繖涓�")
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("sample")
+    cfg = SampleConfig(n_docs=600, seed=7, defects_per_kind=4)
+    write_sample_corpus(cfg, root / "raw.csv")
+    ingest(IngestConfig(), root / "raw.csv", root / "ingested.parquet")
+    paths = {
+        "validated_path": root / "validated.parquet",
+        "quarantine_path": root / "quarantine.parquet",
+        "summary_path": root / "summary.json",
+        "data_docs_dir": root / "docs",
+    }
+    summary = validate(ValidateConfig(), root / "ingested.parquet", **paths)
+    return {"cfg": cfg, "root": root, "summary": summary, **paths}
+
+
+def test_every_planted_defect_is_quarantined_with_its_rule(sample_run: dict) -> None:
+    kinds = generate_sample_corpus(sample_run["cfg"], with_kinds=True)["defect"]
+    quarantine = pd.read_parquet(sample_run["quarantine_path"]).set_index("source_row")
+    for row, kind in kinds.dropna().items():
+        assert row in quarantine.index, f"planted {kind} at row {row} was not quarantined"
+        assert DEFECT_RULES[kind] in quarantine.loc[row, "reasons"].split("; "), kind
+    # Apart from the planted rows, only the originals of the conflicting duplicates are set aside.
+    extra = quarantine.drop(index=kinds.dropna().index)
+    assert len(extra) == 4 and (extra["reasons"] == "duplicate_conflicting_label").all()
+
+
+def test_accounting_and_summary(sample_run: dict) -> None:
+    summary = read_json(sample_run["summary_path"])
+    assert summary == sample_run["summary"]
+    validated = pd.read_parquet(sample_run["validated_path"])
+    quarantine = pd.read_parquet(sample_run["quarantine_path"])
+    assert len(validated) + len(quarantine) == summary["rows_in"] == 600 + 4 * len(DEFECT_RULES)
+    assert summary["validated"] == len(validated) and summary["quarantined"] == len(quarantine)
+    assert set(validated["doc_id"]).isdisjoint(quarantine["doc_id"])
+    assert list(validated.columns) == list(CANONICAL_COLUMNS)
+    assert list(quarantine.columns) == [*CANONICAL_COLUMNS, "reasons"]
+    assert summary["success"] is True
+    assert {v["severity"] for v in summary["row_rules"].values()} == {"quarantine"}
+    assert set(summary["table_rules"]) == {"rejected_fraction", "label_set", "split_min_rows"}
+    assert all(v["severity"] == "fail" and v["success"] for v in summary["table_rules"].values())
+    assert summary["row_rules"]["mojibake"]["failed_rows"] == 4
+
+
+def test_data_docs_index_exists(sample_run: dict) -> None:
+    index = sample_run["data_docs_dir"] / "index.html"
+    assert index.is_file() and read_json(sample_run["summary_path"])["data_docs"] == str(index)
+    assert "html_residue" in "".join(p.read_text(encoding="utf-8") for p in sample_run["data_docs_dir"].rglob("*.html"))
+    assert not [p for p in sample_run["root"].iterdir() if p.name.startswith(".")]
+
+
+def _outputs(root: Path) -> dict:
+    return {
+        "validated_path": root / "v.parquet",
+        "quarantine_path": root / "q.parquet",
+        "summary_path": root / "s.json",
+        "data_docs_dir": root / "docs",
+    }
+
+
+@pytest.mark.parametrize(
+    ("cfg", "rule", "words"),
+    [
+        (ValidateConfig(labels=[*TOPICS, "politics"]), "label_set", ["politics"]),
+        (ValidateConfig(max_rejected_fraction=0.01), "rejected_fraction", ["rows passed", "0.01"]),
+        (ValidateConfig(min_rows_per_split=10**6), "split_min_rows", ["test has"]),
+    ],
+)
+def test_table_rule_failure_raises_after_writing_outputs(
+    sample_run: dict, tmp_path: Path, cfg: ValidateConfig, rule: str, words: list[str]
+) -> None:
+    ingested = sample_run["root"] / "ingested.parquet"
+    out = _outputs(tmp_path)
+    with pytest.raises(ValidationFailed) as info:
+        validate(cfg, ingested, **out)
+    message = str(info.value)
+    assert isinstance(info.value, DoclifeError) and "\n" not in message
+    assert "ingested.parquet" in message and rule in message and all(w in message for w in words)
+    summary = read_json(out["summary_path"])
+    assert summary["success"] is False and summary["table_rules"][rule]["success"] is False
+    assert out["quarantine_path"].is_file() and out["validated_path"].is_file()
+    assert (out["data_docs_dir"] / "index.html").is_file()
+
+
+def test_missing_or_foreign_ingested_table(tmp_path: Path) -> None:
+    with pytest.raises(DoclifeError, match="nope.parquet"):
+        validate(ValidateConfig(), tmp_path / "nope.parquet", **_outputs(tmp_path))
+    foreign = tmp_path / "foreign.parquet"
+    pd.DataFrame({"text": ["a"]}).to_parquet(foreign)
+    with pytest.raises(DoclifeError, match="foreign.parquet.*missing columns"):
+        validate(ValidateConfig(), foreign, **_outputs(tmp_path))
