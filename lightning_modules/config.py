@@ -1,0 +1,174 @@
+"""Typed settings for the tokenizer, pretraining, finetuning and evaluation stages.
+
+Field names match the `tokenize`, `pretrain`, `finetune` and `evaluate` sections of params.yaml one to one.
+Each `__post_init__` rejects values that would only fail later, deep inside a training run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data_checks.io import DoclifeError
+
+# Lightning's precision names (`Trainer(precision=...)`), canonical spellings only.
+PRECISIONS = frozenset(
+    {
+        "64-true",
+        "32-true",
+        "16-true",
+        "16-mixed",
+        "bf16-true",
+        "bf16-mixed",
+        "transformer-engine",
+        "transformer-engine-float16",
+    }
+)
+ACCELERATORS = frozenset({"auto", "cpu", "gpu", "cuda", "mps", "tpu"})
+
+
+def _positive(section: str, **values: int | float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise DoclifeError(f"params.yaml: {section}.{name} must be > 0, got {value!r}")
+
+
+def _non_negative(section: str, **values: int | float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise DoclifeError(f"params.yaml: {section}.{name} must be >= 0, got {value!r}")
+
+
+def _check_hardware(section: str, accelerator: str, devices: int | str, num_nodes: int, strategy: str, precision: str) -> None:
+    if accelerator not in ACCELERATORS:
+        raise DoclifeError(f"params.yaml: {section}.accelerator must be one of {sorted(ACCELERATORS)}, got {accelerator!r}")
+    # Lightning also accepts "auto" or -1 (all devices); anything else must be a positive count.
+    if not (devices == "auto" or devices == -1 or (isinstance(devices, int) and devices > 0)):
+        raise DoclifeError(f"params.yaml: {section}.devices must be a positive integer, -1 or 'auto', got {devices!r}")
+    _positive(section, num_nodes=num_nodes)
+    if not isinstance(strategy, str) or not strategy:
+        raise DoclifeError(f"params.yaml: {section}.strategy must be a strategy name such as auto, ddp or fsdp, got {strategy!r}")
+    if precision not in PRECISIONS:
+        raise DoclifeError(f"params.yaml: {section}.precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+
+
+@dataclass
+class TokenizeConfig:
+    vocab_size: int = 6000
+    """Target WordPiece vocabulary size, special tokens and single characters included."""
+    min_frequency: int = 2
+    """A merge must occur at least this often in the training text to enter the vocabulary."""
+    lowercase: bool = True
+    """Lower-case Latin text before tokenising (CJK characters are unaffected)."""
+
+    def __post_init__(self) -> None:
+        # Five special tokens plus room for at least a basic character alphabet.
+        if self.vocab_size < 100:
+            raise DoclifeError(f"params.yaml: tokenize.vocab_size must be >= 100, got {self.vocab_size!r}")
+        _positive("tokenize", min_frequency=self.min_frequency)
+
+
+@dataclass
+class PretrainConfig:
+    hidden_size: int = 128
+    """Width of the encoder; must be divisible by num_heads."""
+    num_layers: int = 2
+    """Number of transformer encoder layers."""
+    num_heads: int = 4
+    """Attention heads per layer."""
+    intermediate_size: int = 256
+    """Width of the feed-forward block inside each layer."""
+    max_length: int = 64
+    """Longest sequence in tokens, [CLS] and [SEP] included; longer documents are truncated."""
+    mask_probability: float = 0.15
+    """Fraction of ordinary tokens chosen as masked-LM targets (of those: 80% [MASK], 10% random, 10% kept)."""
+    batch_size: int = 32
+    """Documents per batch on each device."""
+    max_steps: int = 400
+    """Optimizer steps in total; raising it and re-running resumes from the last checkpoint."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate, reached after warmup_steps."""
+    warmup_steps: int = 40
+    """Steps of linear warmup from 0 to learning_rate, followed by linear decay to 0 at max_steps."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    seed: int = 7
+    """Seed for weights, shuffling and masking."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu or gpu."""
+    devices: int = 1
+    """Devices (processes) per node."""
+    num_nodes: int = 1
+    """Machines taking part in the run."""
+    strategy: str = "auto"
+    """Lightning strategy: auto, ddp, fsdp, ..."""
+    precision: str = "32-true"
+    """Lightning precision name: 32-true on CPU, bf16-mixed on recent GPUs."""
+    checkpoint_every_n_steps: int = 100
+    """Save a resumable checkpoint (and measure validation loss) every this many steps."""
+
+    def __post_init__(self) -> None:
+        _positive(
+            "pretrain",
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            batch_size=self.batch_size,
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            checkpoint_every_n_steps=self.checkpoint_every_n_steps,
+        )
+        _non_negative("pretrain", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        if self.hidden_size % self.num_heads:
+            raise DoclifeError(
+                f"params.yaml: pretrain.hidden_size ({self.hidden_size}) must be divisible by pretrain.num_heads ({self.num_heads})"
+            )
+        if self.max_length < 8:
+            raise DoclifeError(f"params.yaml: pretrain.max_length must be >= 8, got {self.max_length!r}")
+        if not 0.0 < self.mask_probability < 1.0:
+            raise DoclifeError(f"params.yaml: pretrain.mask_probability must be in (0, 1), got {self.mask_probability!r}")
+        _check_hardware("pretrain", self.accelerator, self.devices, self.num_nodes, self.strategy, self.precision)
+
+
+@dataclass
+class FinetuneConfig:
+    batch_size: int = 32
+    """Documents per batch on each device."""
+    max_epochs: int = 6
+    """Passes over the training split; raising it and re-running resumes from the last checkpoint."""
+    learning_rate: float = 5e-4
+    """Peak AdamW learning rate, reached after warmup_steps."""
+    warmup_steps: int = 20
+    """Steps of linear warmup, followed by linear decay to 0 at the last step."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    dropout: float = 0.1
+    """Dropout in the encoder and before the classification head."""
+    seed: int = 7
+    """Seed for the classification head, shuffling and dropout."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu or gpu."""
+    devices: int = 1
+    """Devices (processes) per node."""
+    num_nodes: int = 1
+    """Machines taking part in the run."""
+    strategy: str = "auto"
+    """Lightning strategy: auto, ddp, fsdp, ..."""
+    precision: str = "32-true"
+    """Lightning precision name: 32-true on CPU, bf16-mixed on recent GPUs."""
+
+    def __post_init__(self) -> None:
+        _positive("finetune", batch_size=self.batch_size, max_epochs=self.max_epochs, learning_rate=self.learning_rate)
+        _non_negative("finetune", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        if not 0.0 <= self.dropout < 1.0:
+            raise DoclifeError(f"params.yaml: finetune.dropout must be in [0, 1), got {self.dropout!r}")
+        _check_hardware("finetune", self.accelerator, self.devices, self.num_nodes, self.strategy, self.precision)
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = 128
+    """Documents per forward pass when scoring the test split."""
+
+    def __post_init__(self) -> None:
+        _positive("evaluate", batch_size=self.batch_size)

@@ -1,0 +1,422 @@
+"""Pretraining and finetuning entry points: Lightning Trainer runs with resumable checkpoints.
+
+Both functions may run inside a process that Lightning's `ddp` strategy re-launches (it runs sys.argv again
+with LOCAL_RANK/NODE_RANK/WORLD_SIZE set), so everything before `fit` must be safe to run on every rank,
+and only the global rank 0 touches the checkpoint directory's bookkeeping and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as L
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info
+
+from data_checks.io import DoclifeError, atomic_dir, atomic_path, read_json, write_json
+from lightning_modules.config import FinetuneConfig, PretrainConfig
+from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
+from lightning_modules.model import build_classifier, build_mlm, quiet_transformers
+from lightning_modules.modules import ClassifierModule, MaskedLMModule
+from lightning_modules.snapshot import load_manifest
+
+FINGERPRINT_FILE = "fingerprint.json"
+LAST_CHECKPOINT = "last.ckpt"
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide the Lightning warnings that do not apply to these runs (scoped, so callers keep their filters)."""
+    with warnings.catch_warnings():
+        # Data is tokenised in memory and collated cheaply; DataLoader workers would cost more than they save.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # The checkpoint directory always holds our fingerprint.json; stale checkpoints were cleared already.
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+        # Resuming mid-epoch restarts that epoch with a fresh shuffle: harmless for step-based MLM pretraining.
+        warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
+        # Raised inside Lightning's own pytree helper against newer torch; nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        yield
+
+
+def _launch_rank(devices: int) -> int:
+    """Global rank of this process, known before the Trainer exists (from the launcher's environment)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    node = int(os.environ.get("NODE_RANK", 0))
+    return node * max(1, devices) + local
+
+
+def _set_threads(accelerator: str, devices: int) -> None:
+    """Share the CPU cores between the processes of this node when training runs on the CPU."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu:
+        per_process = max(1, (os.cpu_count() or 1) // max(1, devices if isinstance(devices, int) else 1))
+        torch.set_num_threads(per_process)
+
+
+def _hash_files(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        if not path.is_file():
+            raise DoclifeError(f"{path}: missing (run the previous stage first)")
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank: int) -> tuple[Path | None, int | None]:
+    """Return (last.ckpt, its step) when it belongs to this exact run; otherwise clear stale checkpoints.
+
+    The fingerprint leaves out only the length of training (max_steps / max_epochs), so raising it resumes.
+    """
+    last = checkpoint_dir / LAST_CHECKPOINT
+    stored = checkpoint_dir / FINGERPRINT_FILE
+    if last.is_file() and stored.is_file() and read_json(stored) == fingerprint:
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        return last, int(state["global_step"])
+    if rank == 0:
+        if checkpoint_dir.exists():
+            rank_zero_info(f"doclife: starting fresh, clearing checkpoints in {checkpoint_dir} that belong to another run")
+            shutil.rmtree(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        write_json(stored, fingerprint)
+    return None, None
+
+
+def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **limits: Any) -> L.Trainer:
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        callbacks=callbacks,
+        logger=False,  # curves go to our own CSV (for DVC plots); no logger directory to manage
+        enable_progress_bar=True,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic="warn",
+        **limits,
+    )
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: ("" if row.get(key) is None else row[key]) for key in columns})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else round(float(value), 6)
+
+
+class CurveRecorder(Callback):
+    """Per-step train loss (averaged over processes) and validation results; kept in the checkpoint.
+
+    `per_epoch` switches from one row per step to one row per epoch (mean train loss of the epoch).
+    """
+
+    def __init__(self, per_epoch: bool = False) -> None:
+        self.per_epoch = per_epoch
+        self.rows: list[dict[str, Any]] = []
+        self._epoch_losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # A collective call: every rank reaches this hook once per batch.
+        loss = float(trainer.strategy.reduce(loss.detach(), reduce_op="mean"))
+        if self.per_epoch:
+            self._epoch_losses.append(loss)
+        else:
+            self.rows.append({"step": trainer.global_step, "train_loss": round(loss, 6)})
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        val_loss = _metric(trainer, "val_loss")
+        if self.per_epoch:
+            if not self._epoch_losses:  # a validate() call outside training
+                return
+            train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
+            self._epoch_losses = []
+            self.rows.append(
+                {
+                    "epoch": trainer.current_epoch,
+                    "step": trainer.global_step,
+                    "train_loss": round(train_loss, 6),
+                    "val_loss": val_loss,
+                    "val_macro_f1": _metric(trainer, "val_macro_f1"),
+                }
+            )
+            return
+        if self.rows and self.rows[-1]["step"] == trainer.global_step:
+            self.rows[-1]["val_loss"] = val_loss
+        else:
+            self.rows.append({"step": trainer.global_step, "train_loss": None, "val_loss": val_loss})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+
+class LastCheckpointEachEpoch(Callback):
+    """Save `last.ckpt` at the end of every epoch.
+
+    ModelCheckpoint(save_last=True) refreshes last.ckpt only when it also saved a top-k checkpoint, so an
+    epoch that does not improve the monitored metric would leave last.ckpt behind the run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every rank calls it; the strategy writes on rank 0 only.
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path) -> None:
+    with atomic_dir(model_dir) as tmp, quiet_transformers():
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not (path / "tokenizer.json").is_file():
+        raise DoclifeError(f"{path}: no tokenizer.json (run the previous stage first)")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+# ---------------------------------------------------------------------------------------------- pretrain
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    snapshot_dir: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    checkpoint_dir: Path,
+    metrics_path: Path,
+    curve_path: Path,
+) -> dict[str, Any]:
+    """Masked-LM pretraining for `cfg.max_steps` steps, resuming from `checkpoint_dir` when it matches.
+
+    Rank 0 writes the model (with its tokenizer) to `model_dir`, the metrics json and the loss curve CSV.
+    Every process returns the metrics.
+    """
+    with _quiet_lightning():
+        return _pretrain(cfg, snapshot_dir, tokenizer_dir, model_dir, checkpoint_dir, metrics_path, curve_path)
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    snapshot_dir: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    checkpoint_dir: Path,
+    metrics_path: Path,
+    curve_path: Path,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    snapshot_dir, tokenizer_dir, checkpoint_dir = Path(snapshot_dir), Path(tokenizer_dir), Path(checkpoint_dir)
+    _set_threads(cfg.accelerator, cfg.devices)
+    manifest = load_manifest(snapshot_dir)
+    tokenizer = _load_tokenizer(tokenizer_dir)
+    tokenizer.model_max_length = cfg.max_length
+
+    run_settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "checkpoint_every_n_steps")}
+    fingerprint = {
+        "stage": "pretrain",
+        "content_sha256": manifest["content_sha256"],
+        "tokenizer_sha256": _hash_files(tokenizer_dir / "tokenizer.json"),
+        "config": run_settings,
+    }
+    ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices))
+    if resumed_from is not None:
+        rank_zero_info(f"doclife: resuming from step {resumed_from} ({ckpt_path})")
+        if resumed_from >= cfg.max_steps:
+            rank_zero_info(f"doclife: step {resumed_from} already reaches max_steps={cfg.max_steps}; nothing left to train")
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = MaskedLMDataModule(snapshot_dir, tokenizer, cfg.max_length, cfg.batch_size, cfg.mask_probability, cfg.seed)
+    module = MaskedLMModule(
+        build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id),
+        cfg.learning_rate,
+        cfg.warmup_steps,
+        cfg.weight_decay,
+    )
+    curve = CurveRecorder()
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_train_steps=cfg.checkpoint_every_n_steps)
+    trainer = _trainer(
+        cfg,
+        [checkpoints, curve],
+        max_steps=cfg.max_steps,
+        # Validate on a step schedule across epochs (not once per epoch), at the checkpoint interval.
+        check_val_every_n_epoch=None,
+        val_check_interval=min(cfg.checkpoint_every_n_steps, cfg.max_steps),
+        log_every_n_steps=10,
+    )
+    fit_started = time.perf_counter()
+    # Our own checkpoints hold callback state (the curve), so they load with weights_only=False.
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)
+    fit_seconds = time.perf_counter() - fit_started
+    if not (curve.rows and curve.rows[-1]["step"] == trainer.global_step and curve.rows[-1].get("val_loss") is not None):
+        trainer.validate(module, datamodule=data, verbose=False)
+    # The last step is not always on the checkpoint interval: save it (curve included) so a longer run
+    # resumes from exactly here.
+    trainer.save_checkpoint(checkpoint_dir / LAST_CHECKPOINT, weights_only=False)
+
+    tokens = trainer.strategy.reduce(torch.tensor(float(module.tokens_seen), device=module.device), reduce_op="sum")
+    steps_this_run = trainer.global_step - (resumed_from or 0)
+    train_tail = [r["train_loss"] for r in curve.rows if r.get("train_loss") is not None][-10:]
+    metrics = {
+        "train_loss": round(sum(train_tail) / len(train_tail), 6) if train_tail else None,
+        "val_loss": curve.rows[-1].get("val_loss") if curve.rows else _metric(trainer, "val_loss"),
+        "steps": trainer.global_step,
+        "steps_this_run": steps_this_run,
+        "resumed_from_step": resumed_from,
+        "tokens_per_second": round(float(tokens) / fit_seconds, 1) if fit_seconds > 0 else None,
+        "fit_seconds": round(fit_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "world_size": trainer.world_size,
+        "snapshot": manifest["snapshot"],
+        "content_sha256": manifest["content_sha256"],
+    }
+    if trainer.is_global_zero:
+        _export(module.model, tokenizer, Path(model_dir))
+        write_json(metrics_path, metrics)
+        _write_csv(Path(curve_path), ["step", "train_loss", "val_loss"], curve.rows)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- finetune
+
+
+def finetune(
+    cfg: FinetuneConfig,
+    snapshot_dir: Path,
+    pretrained_dir: Path,
+    labels: list[str],
+    model_dir: Path,
+    checkpoint_dir: Path,
+    metrics_path: Path,
+    curve_path: Path,
+) -> dict[str, Any]:
+    """Classification finetuning from the encoder in `pretrained_dir`; exports the best epoch (val macro-F1).
+
+    Rows whose label is not in `labels` are ignored. Resumes from `checkpoint_dir` when it matches.
+    Rank 0 writes the model (with its tokenizer) to `model_dir`, the metrics json and the per-epoch curve.
+    """
+    with _quiet_lightning():
+        return _finetune(cfg, snapshot_dir, pretrained_dir, labels, model_dir, checkpoint_dir, metrics_path, curve_path)
+
+
+def _finetune(
+    cfg: FinetuneConfig,
+    snapshot_dir: Path,
+    pretrained_dir: Path,
+    labels: list[str],
+    model_dir: Path,
+    checkpoint_dir: Path,
+    metrics_path: Path,
+    curve_path: Path,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    snapshot_dir, pretrained_dir, checkpoint_dir = Path(snapshot_dir), Path(pretrained_dir), Path(checkpoint_dir)
+    labels = list(labels)
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise DoclifeError(f"finetune: labels must be at least two distinct names, got {labels!r}")
+    _set_threads(cfg.accelerator, cfg.devices)
+    manifest = load_manifest(snapshot_dir)
+    tokenizer = _load_tokenizer(pretrained_dir)
+
+    fingerprint = {
+        "stage": "finetune",
+        "content_sha256": manifest["content_sha256"],
+        "pretrained_sha256": _hash_files(pretrained_dir / "model.safetensors", pretrained_dir / "tokenizer.json"),
+        "labels": labels,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "max_epochs"},
+    }
+    ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices))
+    if resumed_from is not None:
+        rank_zero_info(f"doclife: resuming from step {resumed_from} ({ckpt_path})")
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_classifier(pretrained_dir, labels, cfg.dropout)
+    data = ClassificationDataModule(
+        snapshot_dir, tokenizer, labels, int(model.config.max_position_embeddings), cfg.batch_size
+    )
+    data.setup("fit")  # class weights come from the train split, before the module exists
+    module = ClassifierModule(model, data.class_weights(), cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay)
+    curve = CurveRecorder(per_epoch=True)
+    checkpoints = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="best-{epoch}-{step}",
+        monitor="val_macro_f1",
+        mode="max",
+        save_top_k=1,
+        # Save when validation ends, i.e. before LastCheckpointEachEpoch, so last.ckpt knows the best epoch.
+        save_on_train_epoch_end=False,
+    )
+    callbacks = [checkpoints, curve, LastCheckpointEachEpoch(checkpoint_dir / LAST_CHECKPOINT)]
+    trainer = _trainer(cfg, callbacks, max_epochs=cfg.max_epochs, log_every_n_steps=10)
+    fit_started = time.perf_counter()
+    # Our own checkpoints hold callback state (the curve), so they load with weights_only=False.
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)
+    fit_seconds = time.perf_counter() - fit_started
+
+    best_path = checkpoints.best_model_path
+    best_score = checkpoints.best_model_score
+    metrics = {
+        "best_val_macro_f1": None if best_score is None else round(float(best_score), 6),
+        "best_epoch": None,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "resumed_from_step": resumed_from,
+        "n_train": len(data.train_items),
+        "n_validation": len(data.val_items),
+        "n_ignored_rows": data.n_ignored,
+        "class_weights": {label: round(float(w), 6) for label, w in zip(labels, data.class_weights())},
+        "fit_seconds": round(fit_seconds, 3),
+        "wall_seconds": None,
+        "world_size": trainer.world_size,
+        "snapshot": manifest["snapshot"],
+        "content_sha256": manifest["content_sha256"],
+    }
+    if trainer.is_global_zero:
+        if best_path and Path(best_path).is_file():
+            state = torch.load(best_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(state["state_dict"])
+            metrics["best_epoch"] = int(state["epoch"])
+        _export(module.model, tokenizer, Path(model_dir))
+        metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+        write_json(metrics_path, metrics)
+        _write_csv(Path(curve_path), ["epoch", "step", "train_loss", "val_loss", "val_macro_f1"], curve.rows)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
+    return metrics

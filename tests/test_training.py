@@ -1,0 +1,249 @@
+"""Masking, schedules, pretraining (with resume) and finetuning on a tiny CPU configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_checks.io import DoclifeError
+from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
+from lightning_modules.data import IGNORE_INDEX, MaskedLMDataModule, mask_tokens, pad_ids
+from lightning_modules.evaluate import predict_proba
+from lightning_modules.modules import warmup_then_linear_decay
+from lightning_modules.synthetic import LABELS, make_snapshot
+from lightning_modules.tokenizer import train_tokenizer
+from lightning_modules.train import finetune, pretrain
+
+TINY = PretrainConfig(
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    max_length=32,
+    batch_size=16,
+    max_steps=10,
+    warmup_steps=2,
+    checkpoint_every_n_steps=5,
+    accelerator="cpu",
+)
+TINY_FT = FinetuneConfig(batch_size=16, max_epochs=2, learning_rate=2e-3, warmup_steps=2, accelerator="cpu")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A snapshot, its tokenizer and a pretrained tiny model, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("train")
+    snapshot = make_snapshot(root / "snapshot", n_docs=200, seed=3)
+    train_tokenizer(TokenizeConfig(vocab_size=400), snapshot, root / "tokenizer")
+    paths = {"root": root, "snapshot": snapshot, "tokenizer": root / "tokenizer", "pretrained": root / "pretrained"}
+    metrics = pretrain(
+        TINY, snapshot, paths["tokenizer"], paths["pretrained"], root / "ckpt_pre", root / "pre.json", root / "pre.csv"
+    )
+    paths["pretrain_metrics"] = root / "pre.json"
+    assert metrics["steps"] == TINY.max_steps
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- masking
+
+
+SPECIALS = [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK]
+MASK_ID, VOCAB = 4, 500
+
+
+def _batch(seed: int = 0) -> torch.Tensor:
+    """(256, 64) ids: [CLS] ordinary... [SEP] then padding, with a few [UNK] inside."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(10, 64, (256,), generator=gen)
+    rows = []
+    for n in lengths.tolist():
+        body = torch.randint(5, VOCAB, (n - 2,), generator=gen)
+        body[::17] = 1  # [UNK]
+        rows.append([2, *body.tolist(), 3])
+    ids, _ = pad_ids(rows, pad_id=0)
+    return ids
+
+
+def test_masking_rates_and_specials() -> None:
+    ids = _batch()
+    masked, labels = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, 0.15, torch.Generator().manual_seed(1))
+    candidate = ~torch.isin(ids, torch.tensor(SPECIALS))
+    chosen = labels != IGNORE_INDEX
+    assert not (chosen & ~candidate).any(), "special or padding tokens were chosen"
+    assert torch.equal(masked[~chosen], ids[~chosen]), "unchosen positions must be unchanged"
+    assert torch.equal(labels[chosen], ids[chosen]), "labels hold the original ids at targets"
+    rate = chosen.sum().item() / candidate.sum().item()
+    assert abs(rate - 0.15) < 0.01
+    n = chosen.sum().item()
+    to_mask = (masked[chosen] == MASK_ID).sum().item() / n
+    kept = (masked[chosen] == ids[chosen]).sum().item() / n
+    randomised = 1 - to_mask - kept
+    assert abs(to_mask - 0.8) < 0.03 and abs(kept - 0.1) < 0.03 and abs(randomised - 0.1) < 0.03
+    replaced = chosen & (masked != MASK_ID) & (masked != ids)
+    assert not torch.isin(masked[replaced], torch.tensor(SPECIALS)).any(), "random replacements are never special"
+
+
+def test_masking_always_has_a_target() -> None:
+    ids = torch.tensor([[2, 10, 3, 0]])
+    for seed in range(20):
+        _, labels = mask_tokens(ids, SPECIALS, MASK_ID, VOCAB, 0.01, torch.Generator().manual_seed(seed))
+        assert (labels != IGNORE_INDEX).sum() >= 1 and labels[0, 1] == 10
+
+
+def test_collate_pads_to_longest_not_max_length(workspace: dict[str, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(workspace["tokenizer"]))
+    data = MaskedLMDataModule(workspace["snapshot"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
+    data.setup("fit")
+    assert max(len(s) for s in data.train_ids) <= 32
+    batch = data.collate([[2, 10, 11, 3], [2, 12, 3]])
+    assert batch["input_ids"].shape == (2, 4)
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert batch["labels"][1, 3] == IGNORE_INDEX
+    # The fixed validation mask is reproducible.
+    again = MaskedLMDataModule(workspace["snapshot"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
+    again.setup("fit")
+    assert again.val_items == data.val_items
+
+
+def test_warmup_then_linear_decay() -> None:
+    f = warmup_then_linear_decay(warmup_steps=4, total_steps=12)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(8) == pytest.approx(0.5) and f(12) == 0.0 and f(20) == 0.0
+
+
+def test_config_checks() -> None:
+    with pytest.raises(DoclifeError, match="divisible"):
+        PretrainConfig(hidden_size=30, num_heads=4)
+    with pytest.raises(DoclifeError, match="mask_probability"):
+        PretrainConfig(mask_probability=1.5)
+    with pytest.raises(DoclifeError, match="precision"):
+        FinetuneConfig(precision="fp32")
+    with pytest.raises(DoclifeError, match="dropout"):
+        FinetuneConfig(dropout=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- pretrain
+
+
+def test_pretrain_writes_model_metrics_and_curve(workspace: dict[str, Path]) -> None:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    metrics = json.loads(workspace["pretrain_metrics"].read_text())
+    assert metrics["steps"] == 10 and metrics["resumed_from_step"] is None
+    assert metrics["tokens_per_second"] > 0 and metrics["snapshot"].startswith("snap-")
+    assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["val_loss"])
+    curve = pd.read_csv(workspace["root"] / "pre.csv")
+    assert list(curve.columns) == ["step", "train_loss", "val_loss"]
+    assert curve["step"].tolist() == list(range(1, 11))
+    assert curve["val_loss"].notna().sum() == 2  # at steps 5 and 10
+    model = AutoModelForMaskedLM.from_pretrained(str(workspace["pretrained"]), local_files_only=True)
+    assert model.config.hidden_size == 32 and model.config.max_position_embeddings == 32
+    assert AutoTokenizer.from_pretrained(str(workspace["pretrained"])).model_max_length == 32
+
+
+def test_pretrain_resumes_and_restarts_on_changed_fingerprint(
+    workspace: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def run(cfg: PretrainConfig) -> dict:
+        return pretrain(
+            cfg, workspace["snapshot"], workspace["tokenizer"], tmp_path / "model", tmp_path / "ckpt",
+            tmp_path / "m.json", tmp_path / "c.csv",
+        )
+
+    cfg = replace(TINY, max_steps=4, checkpoint_every_n_steps=3)
+    first = run(cfg)
+    assert first["steps"] == 4 and first["resumed_from_step"] is None
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        second = run(replace(cfg, max_steps=8))
+    assert "resuming from step 4" in caplog.text
+    assert second["resumed_from_step"] == 4 and second["steps"] == 8 and second["steps_this_run"] == 4
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["resumed_from_step"] == 4 and written["steps"] == 8
+    # The curve survives the resume: one row per step of both runs.
+    assert pd.read_csv(tmp_path / "c.csv")["step"].tolist() == list(range(1, 9))
+
+    third = run(replace(cfg, max_steps=8, learning_rate=5e-4))
+    assert third["resumed_from_step"] is None and third["steps_this_run"] == 8
+
+
+# ---------------------------------------------------------------------------------------------- finetune
+
+
+def _finetune(workspace: dict[str, Path], out: Path, labels: list[str] = LABELS, cfg: FinetuneConfig = TINY_FT) -> dict:
+    return finetune(
+        cfg, workspace["snapshot"], workspace["pretrained"], labels, out / "model", out / "ckpt",
+        out / "metrics.json", out / "curve.csv",
+    )
+
+
+def _stable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.endswith("seconds")}
+
+
+def test_finetune_exports_best_model_loadable_offline(workspace: dict[str, Path], tmp_path: Path) -> None:
+    metrics = _finetune(workspace, tmp_path)
+    assert metrics["epochs"] == 2 and 0.0 <= metrics["best_val_macro_f1"] <= 1.0
+    assert metrics["best_epoch"] in (0, 1)
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert curve["epoch"].tolist() == [0, 1]
+    assert curve["val_macro_f1"].max() == pytest.approx(metrics["best_val_macro_f1"], abs=1e-6)
+
+    texts = pd.read_parquet(workspace["snapshot"] / "corpus.parquet")["text"].head(12).tolist()
+    probs, labels = predict_proba(tmp_path / "model", texts, batch_size=5)
+    assert probs.shape == (12, 4) and labels == LABELS
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    script = (
+        "import json, sys, torch\n"
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        "d, texts = sys.argv[1], json.loads(sys.argv[2])\n"
+        "tok = AutoTokenizer.from_pretrained(d)\n"
+        "model = AutoModelForSequenceClassification.from_pretrained(d).eval()\n"
+        "batch = tok(texts, padding=True, truncation=True, max_length=model.config.max_position_embeddings, return_tensors='pt')\n"
+        "with torch.no_grad():\n"
+        "    logits = model(input_ids=batch['input_ids'], attention_mask=batch['attention_mask']).logits\n"
+        "print(json.dumps({'pred': logits.argmax(-1).tolist(), 'labels': [model.config.id2label[i] for i in range(4)]}))\n"
+    )
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model"), json.dumps(texts)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )
+    fresh = json.loads(done.stdout.strip().splitlines()[-1])
+    assert fresh["labels"] == LABELS
+    assert fresh["pred"] == probs.argmax(axis=1).tolist()
+
+
+def test_finetune_is_reproducible_and_resumes(workspace: dict[str, Path], tmp_path: Path) -> None:
+    a = _finetune(workspace, tmp_path / "a")
+    b = _finetune(workspace, tmp_path / "b")
+    assert _stable(a) == _stable(b)
+    assert (tmp_path / "a" / "curve.csv").read_text() == (tmp_path / "b" / "curve.csv").read_text()
+    # Raising max_epochs continues from the last epoch instead of starting over.
+    c = _finetune(workspace, tmp_path / "a", cfg=replace(TINY_FT, max_epochs=3))
+    assert c["resumed_from_step"] == a["steps"] and c["epochs"] == 3
+    assert pd.read_csv(tmp_path / "a" / "curve.csv")["epoch"].tolist() == [0, 1, 2]
+
+
+def test_finetune_ignores_rows_with_unlisted_labels(workspace: dict[str, Path], tmp_path: Path) -> None:
+    metrics = _finetune(workspace, tmp_path, labels=["sports", "technology", "food"], cfg=replace(TINY_FT, max_epochs=1))
+    frame = pd.read_parquet(workspace["snapshot"] / "corpus.parquet")
+    fit_rows = frame[frame["split"].isin(["train", "validation"])]
+    assert metrics["n_ignored_rows"] == int((fit_rows["label"] == "travel").sum()) > 0
+    assert metrics["n_train"] + metrics["n_validation"] + metrics["n_ignored_rows"] == len(fit_rows)
+    _, labels = predict_proba(tmp_path / "model", ["足球"])
+    assert labels == ["sports", "technology", "food"]
