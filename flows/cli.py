@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,8 @@ STAGE_COMMANDS: dict[str, Callable[[Params, Layout], dict[str, Any]]] = {
 
 
 def _run(args: argparse.Namespace, at: Layout) -> int:
+    # Before Prefect is imported: its embedded server's telemetry heartbeat contends for the SQLite database.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.config import set_param
     from flows.lifecycle import lifecycle
 

@@ -27,11 +27,14 @@ from flows.promote import champion_status
 
 def _publish_validation(at: Layout) -> None:
     summary = read_json(at.validation_summary)
-    rows = [{"rule": name, **info} for name, info in summary.get("rules", {}).items()]
-    create_table_artifact(key="validation-summary", table=rows or [{"rule": "-", "failed": 0}],
-                          description=(f"{summary.get('validated')} of {summary.get('rows_in')} rows validated, "
-                                       f"{summary.get('quarantined')} quarantined. Data Docs: "
-                                       f"{at.data_docs / 'index.html'}"))
+    rows = [{"rule": name, "severity": rule["severity"], "rows failed": rule["failed_rows"],
+             "checks": rule["description"]} for name, rule in summary["row_rules"].items()]
+    rows += [{"rule": name, "severity": rule["severity"], "rows failed": "-",
+              "checks": f"{rule['description']}: {'pass' if rule['success'] else 'FAIL'}"}
+             for name, rule in summary["table_rules"].items()]
+    create_table_artifact(key="validation-summary", table=rows, description=(
+        f"{summary['validated']} of {summary['rows_in']} rows validated, {summary['quarantined']} quarantined. "
+        f"Data Docs: file://{at.data_docs / 'index.html'}"))
 
 
 def _publish_snapshot(at: Layout) -> None:
