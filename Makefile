@@ -11,7 +11,11 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast ui clean
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 4200
+SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
+
+.PHONY: install demo test test-fast ui schedule bench-ops clean
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -27,10 +31,10 @@ install: $(VENV)/.installed
 demo: install  ## the whole lifecycle on the built-in sample corpus, as a Prefect flow
 	doclife run
 	@echo
-	@echo "champion:      $$(doclife status | tail -n 1 | xargs)"
-	@echo "reports:       $(CURDIR)/reports  (validation Data Docs: reports/validate/data_docs/index.html)"
-	@echo "quarantine:    $(CURDIR)/data/quarantine.parquet"
-	@echo "history:       doclife history"
+	@doclife status
+	@echo "reports:    $(CURDIR)/reports (Data Docs: reports/validate/data_docs/index.html)"
+	@echo "quarantine: $(CURDIR)/data/quarantine.parquet"
+	@echo "decisions:  .venv/bin/doclife history"
 
 test: install  ## every test, the slow ones (end-to-end flow, 2-process ddp) included
 	$(BIN)/python -m pytest -q
@@ -38,8 +42,15 @@ test: install  ## every test, the slow ones (end-to-end flow, 2-process ddp) inc
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-ui: install  ## a local Prefect server and UI on 127.0.0.1:4200, over the same database as the demo
-	prefect server start --host 127.0.0.1 --port 4200
+ui: install  ## a local Prefect server and UI (SQLite in .prefect/; PREFECT_API_DATABASE_CONNECTION_URL for PostgreSQL)
+	@echo "Prefect UI: http://$(UI_HOST):$(UI_PORT)  (API $(SERVER_API))"
+	PREFECT_UI_API_URL=$(SERVER_API) prefect server start --host $(UI_HOST) --port $(UI_PORT)
+
+schedule: install  ## serve the scheduled lifecycle and the source watcher against the server of `make ui`
+	PREFECT_API_URL=$(SERVER_API) doclife serve
+
+bench-ops: install  ## a full and a no-change lifecycle run against a running Prefect server: wall times, overhead
+	$(BIN)/python -m bench.ops
 
 clean:  ## remove every stage output, the registry and Prefect's database (keeps .venv)
 	rm -rf data models reports registry .dvc-storage .prefect dvc.lock .dvc/cache .dvc/tmp

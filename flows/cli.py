@@ -103,6 +103,13 @@ def _run(args: argparse.Namespace, at: Layout) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, at: Layout) -> int:
+    from flows.deployments import serve_deployments
+
+    serve_deployments(at.root)
+    return 0
+
+
 def _status(args: argparse.Namespace, at: Layout) -> int:
     from flows.promote import champion_status
 
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(stage, help=f"run the {stage} stage (reads params.yaml in the current directory)")
     run = sub.add_parser("run", help="run the whole lifecycle as a Prefect flow")
     run.add_argument("--source", help="the corpus file to ingest (recorded as ingest.source in params.yaml)")
+    sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
     for name, text in (("status", "show the current champion"), ("history", "every promotion decision, newest first")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--json", action="store_true", help="print JSON")
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             result = STAGE_COMMANDS[args.command](load_params(at.params), at)
             print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
             return 0
-        return {"run": _run, "status": _status, "history": _history}[args.command](args, at)
+        return {"run": _run, "serve": _serve, "status": _status, "history": _history}[args.command](args, at)
     except DoclifeError as exc:
         print(f"doclife {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -35,6 +35,22 @@ class PromoteConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str = "0 2 * * *"
+    """When the scheduled lifecycle runs (cron syntax)."""
+    timezone: str = "UTC"
+    """The time zone the cron expression is read in (IANA name)."""
+    watch_every_seconds: int = 300
+    """How often the watcher deployment checks whether the source corpus changed."""
+
+    def __post_init__(self) -> None:
+        if len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} must have five fields (minute hour day month weekday)")
+        if self.watch_every_seconds < 10:
+            raise ValueError("watch_every_seconds must be >= 10")
+
+
+@dataclass(frozen=True)
 class Params:
     """Every stage's configuration, as read from one `params.yaml`."""
 
@@ -47,6 +63,7 @@ class Params:
     finetune: FinetuneConfig
     evaluate: EvaluateConfig
     promote: PromoteConfig
+    schedule: ScheduleConfig
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

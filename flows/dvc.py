@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +38,8 @@ def dvc_env() -> dict[str, str]:
 
 def run_dvc(root: Path, args: list[str], log: Callable[[str], None] = print) -> tuple[int, list[str]]:
     """Run `dvc ARGS` in `root`, passing each output line to `log` as it comes; return the exit code and lines."""
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(),
+    # --wait-for-lock: a hand-run `dvc repro` holding DVC's repository lock makes us wait, not fail.
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "--wait-for-lock", *args], cwd=root, env=dvc_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     assert proc.stdout is not None
@@ -63,3 +67,34 @@ def stage_error(lines: list[str]) -> str:
         if found:
             return found[-1].split(marker, 1)[1].strip() if marker == ": error: " else found[-1].strip()
     return lines[-1].strip() if lines else "no output"
+
+
+def changed_stages(root: Path, stages: list[str]) -> set[str]:
+    """The stages (and their upstream) whose deps, params, code or outputs differ from dvc.lock: one DVC call."""
+    code, lines = run_dvc(root, ["status", "--json", *stages], lambda line: None)
+    if code != 0:
+        raise StageFailed(f"dvc status failed: {stage_error(lines)}")
+    return set(json.loads("\n".join(lines) or "{}"))
+
+
+@contextmanager
+def workspace_lock(root: Path, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold the workspace for one lifecycle run; a second run waits here, then finds its work done.
+
+    DVC's own lock covers one command; this one covers the whole run, so two runs never interleave
+    their stages. The lock is an flock: the kernel releases it when its holder dies, even by kill -9.
+    """
+    path = Path(root) / ".dvc" / "tmp" / "doclife-lifecycle.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            log(f"another lifecycle run holds the workspace ({handle.read().strip() or 'unknown'}); waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield

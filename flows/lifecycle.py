@@ -3,28 +3,37 @@
 A task runs `dvc repro --single-item STAGE`, so a Prefect run and a hand-run `dvc repro` share one DAG,
 one cache and one `dvc.lock`, and a stage whose deps, params and code are unchanged is skipped on both
 fronts. Training runs inside the stage's own process (started by DVC), so Lightning's ddp can relaunch it
-freely. After each stage the task publishes that stage's outputs as Prefect artifacts with stable keys.
+freely. After each stage the task publishes that stage's outputs as Prefect artifacts with stable keys,
+and the flow run is renamed after its data snapshot and what changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
 
 from data_checks.io import DoclifeError, read_json
 from flows.cli import STAGES
 from flows.config import load_params
-from flows.dvc import repro_stage, run_dvc, stage_error
+from flows.dvc import StageRun, changed_stages, repro_stage, run_dvc, stage_error, workspace_lock
 from flows.layout import Layout
 from flows.promote import champion_status
+from lightning_modules.progress import parse_progress
+
+TRAINING_STAGES = ("pretrain", "finetune")
 
 
+# ------------------------------------------------------------------------------------------ artifacts
 def _publish_validation(at: Layout) -> None:
     summary = read_json(at.validation_summary)
     rows = [{"rule": name, "severity": rule["severity"], "rows failed": rule["failed_rows"],
@@ -45,10 +54,23 @@ def _publish_snapshot(at: Layout) -> None:
         f"| splits | {m.get('splits')} |\n| labels | {m.get('labels')} |\n"))
 
 
+def _publish_curve(at: Layout, stage: str) -> None:
+    with at.curve(stage).open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    stride = max(1, len(rows) // 40)  # a readable table: about 40 points of the curve
+    shown = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
+    metrics = read_json(at.metrics(stage))
+    create_table_artifact(key=f"{stage}-curve", table=shown, description=(
+        f"{stage} loss curve ({len(rows)} points, every {stride}th shown); metrics: "
+        + ", ".join(f"{k} {v}" for k, v in metrics.items() if isinstance(v, int | float))))
+
+
 def _publish_evaluation(at: Layout) -> None:
     m = read_json(at.metrics("evaluate"))
-    rows = [{"metric": name, "value": round(m[name], 4)} for name in ("accuracy", "macro_f1", "roc_auc")]
-    rows.append({"metric": "majority baseline macro_f1", "value": round(m["baselines"]["majority"]["macro_f1"], 4)})
+    rows = [{"metric": name, "value": m[name]} for name in ("accuracy", "macro_f1", "roc_auc")]
+    rows.append({"metric": "majority baseline macro_f1", "value": m["baselines"]["majority"]["macro_f1"]})
+    rows += [{"metric": f"{label} precision / recall", "value": f"{c['precision']:.3f} / {c['recall']:.3f}"}
+             for label, c in m["per_class"].items()]
     create_table_artifact(key="evaluation", table=rows, description=f"test split of snapshot {m['snapshot']}")
 
 
@@ -62,25 +84,63 @@ def _publish_verdict(at: Layout) -> None:
         f"| check | observed | threshold | result |\n|---|---|---|---|\n{checks}\n"))
 
 
-PUBLISHERS: dict[str, Callable[[Layout], None]] = {
-    "validate": _publish_validation, "snapshot": _publish_snapshot,
-    "evaluate": _publish_evaluation, "promote": _publish_verdict,
+PUBLISHERS = {
+    "validate": _publish_validation,
+    "snapshot": _publish_snapshot,
+    "pretrain": lambda at: _publish_curve(at, "pretrain"),
+    "finetune": lambda at: _publish_curve(at, "finetune"),
+    "evaluate": _publish_evaluation,
+    "promote": _publish_verdict,
 }
 
 
+# ------------------------------------------------------------------------------------------ tasks
+class _ProgressArtifact:
+    """Turns a training stage's progress lines into one Prefect progress artifact, updated as it runs."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage, self.artifact_id, self.last = stage, None, 0.0
+
+    def __call__(self, line: str) -> None:
+        progress = parse_progress(line)
+        if progress is None or progress.stage != self.stage:
+            return
+        text = f"{self.stage}: step {progress.step} of {progress.total}, loss {progress.loss}"
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress.percent, key=f"{self.stage}-progress",
+                                                        description=text)
+        elif time.monotonic() - self.last > 2 or progress.percent >= 100:  # at most one update per 2 s
+            update_progress_artifact(self.artifact_id, progress.percent, description=text)
+        self.last = time.monotonic()
+
+
 @task(cache_policy=NO_CACHE)
-def run_stage(workspace: str, stage: str) -> dict[str, Any]:
+def run_stage(workspace: str, stage: str, up_to_date: bool = False) -> dict[str, Any]:
     """Reproduce one DVC stage (or find it up to date) and publish its outputs."""
     log = get_run_logger()
     at = Layout(Path(workspace))
-    result = repro_stage(at.root, stage, log.info)
+    if up_to_date:
+        result = StageRun(stage=stage, ran=False, seconds=0.0)
+    else:
+        progress = _ProgressArtifact(stage) if stage in TRAINING_STAGES else None
+
+        def on_line(line: str) -> None:
+            log.info(line)
+            if progress is not None:
+                progress(line)
+
+        result = repro_stage(at.root, stage, on_line)
     log.info("stage %s %s in %.1f s", stage, "ran" if result.ran else "was up to date, skipped", result.seconds)
     if stage in PUBLISHERS:
         PUBLISHERS[stage](at)
     return asdict(result)
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
+# A training stage that fails (a lost node, an OOM) is tried once more; it resumes from its last checkpoint.
+run_training_stage = run_stage.with_options(retries=1, retry_delay_seconds=5)
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30], task_run_name="push-snapshot")
 def push_snapshot(workspace: str, remote: str) -> None:
     """Push the snapshot's data to the DVC remote; retried, since remotes are network I/O."""
     code, lines = run_dvc(Path(workspace), ["push", "--remote", remote, "snapshot"], get_run_logger().info)
@@ -88,22 +148,60 @@ def push_snapshot(workspace: str, remote: str) -> None:
         raise DoclifeError(f"dvc push to remote {remote!r} failed: {stage_error(lines)}")
 
 
+# ------------------------------------------------------------------------------------------ the flow
+def _rename_run(name: str) -> None:
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run_id=flow_run.id, name=name)
+
+
+def _what_changed(ran: list[str]) -> str:
+    if not ran:
+        return "nothing changed"
+    if "ingest" in ran or "sample" in ran:
+        return "new data"
+    return f"re-ran {', '.join(ran)}"
+
+
 @flow(name="doclife-lifecycle")
 def lifecycle(workspace: str = ".") -> dict[str, Any]:
     """ingest → validate → snapshot → tokenize → pretrain → finetune → evaluate → promote."""
+    log = get_run_logger()
     at = Layout(Path(workspace))
-    params = load_params(at.params)
-    # The built-in sample corpus is generated by its own stage only when it is the source.
-    uses_sample = (at.root / params.ingest.source).resolve() == at.sample_corpus
-    stages = STAGES if uses_sample else STAGES[1:]
-    runs = {}
-    for stage in stages:
-        runs[stage] = run_stage.with_options(name=stage, task_run_name=stage)(str(at.root), stage)
-        if stage == "snapshot":
-            push_snapshot(str(at.root), params.snapshot.remote)
+    started = time.perf_counter()
+    with workspace_lock(at.root, log.info):
+        params = load_params(at.params)
+        # The built-in sample corpus is generated by its own stage only when it is the source.
+        uses_sample = (at.root / params.ingest.source).resolve() == at.sample_corpus
+        stages = list(STAGES if uses_sample else STAGES[1:])
+        # One `dvc status` up front: when nothing changed, no stage needs a DVC call of its own.
+        changed = changed_stages(at.root, stages)
+        runs: dict[str, dict[str, Any]] = {}
+        for stage in stages:
+            task_fn = run_training_stage if stage in TRAINING_STAGES else run_stage
+            runs[stage] = task_fn.with_options(name=stage, task_run_name=stage)(
+                str(at.root), stage, up_to_date=not changed)
+            if stage == "snapshot":
+                if runs[stage]["ran"]:
+                    push_snapshot(str(at.root), params.snapshot.remote)
+                snapshot_id = read_json(at.snapshot / "manifest.json")["snapshot"]
+                _rename_run(f"{snapshot_id} · running")
+        ran = [name for name, r in runs.items() if r["ran"]]
+        _rename_run(f"{snapshot_id} · {_what_changed(ran)}")
+
+    seconds = round(time.perf_counter() - started, 1)
+    stage_seconds = round(sum(r["seconds"] for r in runs.values()), 1)
+    verdict = read_json(at.verdict)
+    create_markdown_artifact(key="run-summary", markdown=(
+        f"# {snapshot_id}: {_what_changed(ran)}\n\n"
+        + "\n".join(f"- **{name}**: {'ran' if r['ran'] else 'unchanged'} ({r['seconds']} s)" for name, r in runs.items())
+        + f"\n\nGate: {verdict['reason']}\n\nFlow {seconds} s, of which stages {stage_seconds} s.\n"))
     return {
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "snapshot": snapshot_id,
         "stages": {name: "ran" if r["ran"] else "skipped" for name, r in runs.items()},
-        "verdict": read_json(at.verdict)["reason"],
+        "seconds": {"flow": seconds, "stages": stage_seconds},
+        "verdict": verdict["reason"],
         **champion_status(at.registry(params.promote.registry)),
         "reports": {"validation": str(at.validation_summary), "data_docs": str(at.data_docs / "index.html"),
                     "quarantine": str(at.quarantine), "evaluation": str(at.metrics("evaluate")),

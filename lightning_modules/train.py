@@ -30,6 +30,7 @@ from lightning_modules.config import FinetuneConfig, PretrainConfig
 from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
 from lightning_modules.model import build_classifier, build_mlm, quiet_transformers
 from lightning_modules.modules import ClassifierModule, MaskedLMModule
+from lightning_modules.progress import ProgressLines
 from lightning_modules.snapshot import load_manifest
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -108,7 +109,8 @@ def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision=cfg.precision,
-        callbacks=callbacks,
+        # Plain progress lines for a supervisor reading this process's output (see progress.py).
+        callbacks=[*callbacks, ProgressLines("pretrain" if isinstance(cfg, PretrainConfig) else "finetune")],
         logger=False,  # curves go to our own CSV (for DVC plots); no logger directory to manage
         enable_progress_bar=True,
         enable_model_summary=False,

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKSPACE_FILES = ["flows", "data_checks", "lightning_modules", "dvc.yaml", "params.yaml", ".dvc/config",
+                   ".dvcignore", ".gitignore"]
+
+# A corpus and models small enough for a test, large enough for validation's table rules to hold.
+TINY = {
+    "sample.n_docs": 360, "sample.defects_per_kind": 2,
+    "tokenize.vocab_size": 800,
+    "pretrain.hidden_size": 32, "pretrain.num_layers": 1, "pretrain.num_heads": 2,
+    "pretrain.intermediate_size": 64, "pretrain.max_length": 32, "pretrain.max_steps": 12,
+    "pretrain.checkpoint_every_n_steps": 6, "pretrain.warmup_steps": 2,
+    "finetune.max_epochs": 2, "finetune.warmup_steps": 2,
+    "promote.floors": {"macro_f1": 0.0},
+}
 
 # Tests never reach the network and never share the user's Prefect database.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,3 +39,38 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def git(workspace: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=doclife", "-c", "user.email=doclife@localhost", *args], cwd=workspace,
+                   check=True, capture_output=True)
+
+
+def make_workspace(ws: Path) -> Path:
+    """A fresh clone-like workspace at `ws`: the project's code, dvc.yaml, a tiny params.yaml, git and DVC."""
+    from flows.config import set_param
+
+    for entry in WORKSPACE_FILES:
+        src, dst = ROOT / entry, ws / entry
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    for key, value in TINY.items():
+        set_param(ws / "params.yaml", key, value)
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "workspace")
+    return ws
+
+
+@pytest.fixture
+def tiny_workspace(tmp_path: Path) -> Callable[..., Path]:
+    return lambda name="ws": make_workspace(tmp_path / name)
+
+
+@pytest.fixture(scope="session")
+def workspace_maker() -> Callable[[Path], Path]:
+    """`make_workspace` for module-scoped fixtures, which cannot use the function-scoped `tmp_path`."""
+    return make_workspace

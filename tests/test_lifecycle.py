@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,52 +14,13 @@ from flows.config import set_param
 from flows.dvc import StageFailed, run_dvc
 from flows.layout import Layout
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKSPACE_FILES = ["flows", "data_checks", "lightning_modules", "dvc.yaml", "params.yaml", ".dvc/config",
-                   ".dvcignore", ".gitignore"]
-
-# A corpus and models small enough for a test, large enough for validation's table rules to hold.
-TINY = {
-    "sample.n_docs": 360, "sample.defects_per_kind": 2,
-    "tokenize.vocab_size": 800,
-    "pretrain.hidden_size": 32, "pretrain.num_layers": 1, "pretrain.num_heads": 2,
-    "pretrain.intermediate_size": 64, "pretrain.max_length": 32, "pretrain.max_steps": 12,
-    "pretrain.checkpoint_every_n_steps": 6, "pretrain.warmup_steps": 2,
-    "finetune.max_epochs": 2, "finetune.warmup_steps": 2,
-    "promote.floors": {"macro_f1": 0.0},
-}
-
-
-def git(ws: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=ws, check=True,
-                   capture_output=True)
-
-
-@pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    """A fresh clone-like workspace: the project's code, dvc.yaml and params.yaml (tiny), git and DVC."""
-    ws = tmp_path / "ws"
-    for name in WORKSPACE_FILES:
-        src, dst = ROOT / name, ws / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    for key, value in TINY.items():
-        set_param(ws / "params.yaml", key, value)
-    git(ws, "init", "-q")
-    git(ws, "add", "-A")
-    git(ws, "commit", "-qm", "workspace")
-    return ws
-
-
 def stage_states(summary: dict) -> dict[str, str]:
     return summary["stages"]
 
 
 @pytest.mark.slow
-def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(workspace, prefect_harness):
+def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(tiny_workspace, prefect_harness):
+    workspace = tiny_workspace()
     from flows.lifecycle import lifecycle
 
     at = Layout(workspace)
@@ -89,6 +49,17 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(workspace, pre
     code, lines = run_dvc(workspace, ["status"], lambda line: None)
     assert code == 0 and any("up to date" in line for line in lines), lines
 
+    # The watcher deployment starts a run only when the source corpus's content changed.
+    from flows.deployments import source_changed
+
+    source = workspace / "data/raw/sample.csv"
+    original = source.read_bytes()
+    assert not source_changed(workspace)
+    source.write_bytes(original + "新的一条体育新闻,sports\n".encode())
+    assert source_changed(workspace)
+    source.write_bytes(original)
+    assert not source_changed(workspace)
+
     # One finetuning parameter changed: only finetune, evaluate and promote run again.
     set_param(at.params, "finetune.learning_rate", 0.0003)
     third = lifecycle(str(workspace))
@@ -98,9 +69,27 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(workspace, pre
     # The snapshot was pushed to the default (local) DVC remote.
     assert any((workspace / ".dvc-storage").rglob("*"))
 
+    # Pretraining on two ddp processes through the product's own path: flow task → dvc repro → doclife pretrain,
+    # which Lightning relaunches once per device.
+    for key, value in {"pretrain.accelerator": "cpu", "pretrain.devices": 2, "pretrain.strategy": "ddp"}.items():
+        set_param(at.params, key, value)
+    fourth = lifecycle(str(workspace))
+    assert stage_states(fourth)["pretrain"] == "ran"
+    assert read_json(at.metrics("pretrain"))["world_size"] == 2
+
+    # Experiments run over the same stages, list their metrics, and the plots render.
+    code, lines = run_dvc(workspace, ["exp", "run", "-S", "finetune.learning_rate=0.0002"], lambda line: None)
+    assert code == 0, lines[-5:]
+    code, lines = run_dvc(workspace, ["exp", "show", "--no-pager", "--md"], lambda line: None)
+    assert code == 0 and "macro_f1" in "\n".join(lines) and "0.0002" in "\n".join(lines)
+    code, lines = run_dvc(workspace, ["plots", "show", "-o", "plots"], lambda line: None)
+    page = (workspace / "plots/index.html").read_text(encoding="utf-8")
+    assert code == 0 and "confusion.csv" in page and "curve.csv" in page
+
 
 @pytest.mark.slow
-def test_a_corpus_without_its_text_column_stops_the_flow_with_one_line(workspace, prefect_harness):
+def test_a_corpus_without_its_text_column_stops_the_flow_with_one_line(tiny_workspace, prefect_harness):
+    workspace = tiny_workspace()
     from flows.lifecycle import lifecycle
 
     bad = workspace / "corpus.csv"
@@ -114,7 +103,8 @@ def test_a_corpus_without_its_text_column_stops_the_flow_with_one_line(workspace
     assert bad.read_text(encoding="utf-8") == "body,label\nhello,sports\n"
 
 
-def test_doclife_reports_bad_input_in_one_line_naming_the_file(workspace):
+def test_doclife_reports_bad_input_in_one_line_naming_the_file(tiny_workspace):
+    workspace = tiny_workspace()
     (workspace / "empty.csv").write_bytes(b"")
     (workspace / "bytes.csv").write_bytes(b"text,label\n\xff\xfe\xfa broken,sports\n")
     for name in ("empty.csv", "bytes.csv"):
