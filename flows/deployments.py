@@ -29,7 +29,7 @@ def source_changed(workspace: Path) -> bool:
     if not at.ingested.exists():
         return True
     source = load_params(at.params).ingest.source
-    code, lines = run_dvc(at.root, ["status", "--json", "--single-item", "ingest"], lambda line: None)
+    code, lines = run_dvc(at.root, ["status", "--json", "ingest"], lambda line: None)
     if code != 0:
         raise StageFailed(f"dvc status failed: {stage_error(lines)}")
     # e.g. {"ingest": [{"changed deps": {"data/raw/sample.csv": "modified"}}]}
