@@ -102,6 +102,9 @@ def set_param(path: Path | str, dotted_key: str, value: Any) -> None:
     from ruamel.yaml import YAML
 
     yaml = YAML()
+    yaml.preserve_quotes = True
+    # Write null as `null`, as people write it, not as an empty value.
+    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
     path = Path(path)
     data = yaml.load(path.read_text(encoding="utf-8"))
     *parents, leaf = dotted_key.split(".")
