@@ -116,14 +116,14 @@ def promote(cfg: PromoteConfig, registry_dir: Path, metrics_path: Path, predicti
     _cache_probs(registry, version, sha, scored["doc_id"], probs, labels)
 
     policy = cfg.digest()
+    earlier = registry.last_decision(version, sha, policy)
+    if earlier is not None:  # a re-run (e.g. after a crash) repeats the recorded verdict, deciding nothing anew
+        return _write(verdict_path, card_path, registry, earlier["verdict"])
     if champion is not None and champion["version"] == version:
         return _write(verdict_path, card_path, registry, {"version": version, "decision": "unchanged", "promoted": 0,
                                      "reason": f"{version} is already the champion", "policy": policy,
                                      "data_snapshot": manifest["snapshot"], "content_sha256": sha,
                                      "champion_before": version, "champion_after": version, "checks": []})
-    earlier = registry.last_decision(version, sha, policy)
-    if earlier is not None:  # a re-run (e.g. after a crash) repeats the recorded verdict, deciding nothing anew
-        return _write(verdict_path, card_path, registry, earlier["verdict"])
 
     weights = resample_weights(len(target), cfg.bootstrap.resamples, cfg.bootstrap.seed)
     confidence = cfg.bootstrap.confidence

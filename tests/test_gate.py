@@ -59,7 +59,8 @@ class Lab:
         wrong = rng.random(len(self.target)) < rate
         return wrong & (self.test["label"] == label).to_numpy() if label else wrong
 
-    def run(self, wrong: np.ndarray, cfg: PromoteConfig = BASE, serving=serves, **kwargs) -> dict:
+    def prepare(self, wrong: np.ndarray) -> Path:
+        """Write the next model and its evaluation outputs; return the model directory."""
         self.n_models += 1
         model = self.root / f"model{self.n_models}"
         model.mkdir(exist_ok=True)
@@ -75,6 +76,10 @@ class Lab:
         write_parquet(reports / "predictions.parquet", frame)
         write_json(reports / "metrics.json", {"snapshot": manifest["snapshot"], "content_sha256": manifest["content_sha256"],
                                               "baselines": {"majority": {"macro_f1": 0.1}}})
+        return model
+
+    def run(self, wrong: np.ndarray, cfg: PromoteConfig = BASE, serving=serves, **kwargs) -> dict:
+        model, reports = self.prepare(wrong), self.root / "reports"
         return promote(cfg, self.root / "registry", reports / "metrics.json", reports / "predictions.parquet", model,
                        self.snapshot, self.summary, reports / "verdict.json", reports / "card.md",
                        serving_check=serving, **kwargs)
@@ -222,14 +227,18 @@ def test_evaluation_of_another_snapshot_is_an_error_naming_the_file(lab, tmp_pat
 
 
 def test_a_rerun_repeats_the_recorded_verdict_without_deciding_again(lab):
-    lab.run(lab.wrong(0.3, seed=1))
+    first = lab.run(lab.wrong(0.3, seed=1))
     refused = lab.run(lab.wrong(0.29, seed=2))
     assert refused["promoted"] == 0
     lab.n_models = 1  # the same model bytes again, as after a crash once the decision was recorded
     again = lab.run(lab.wrong(0.29, seed=2))
     assert again == refused and len(lab.registry().history()) == 2
     lab.n_models = 0  # the champion itself again
-    assert lab.run(lab.wrong(0.3, seed=1))["decision"] == "unchanged" and len(lab.registry().history()) == 2
+    assert lab.run(lab.wrong(0.3, seed=1)) == first and len(lab.registry().history()) == 2
+    # Under another policy the champion is not judged against itself: nothing to decide.
+    lab.n_models = 0
+    again = lab.run(lab.wrong(0.3, seed=1), replace(BASE, bootstrap=replace(BASE.bootstrap, resamples=200)))
+    assert again["decision"] == "unchanged" and len(lab.registry().history()) == 2
 
 
 def test_status_keeps_its_shape_and_adds_the_tfidf_baseline(lab):
@@ -258,3 +267,56 @@ def test_a_slice_dimension_that_cannot_be_computed_fails_the_gate(lab):
     verdict = lab.run(lab.wrong(0.1, seed=1), cfg)
     assert verdict["promoted"] == 0 and failed(verdict) == ["slice:source"]
     assert "source" in verdict["reason"]
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+import test_gate
+
+name, nth = sys.argv[3], int(sys.argv[4])
+real, seen = os.replace, [0]
+
+def replace(src, dst):  # every atomic write ends in os.replace: die right before the chosen one
+    if Path(dst).name == name:
+        seen[0] += 1
+        if seen[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+
+os.replace = replace
+root = Path(sys.argv[2])
+test_gate.promote(test_gate.BASE, root / "registry", root / "reports/metrics.json", root / "reports/predictions.parquet",
+                  root / "model2", Path(sys.argv[5]), root / "summary.json", root / "reports/verdict.json",
+                  root / "reports/card.md", serving_check=test_gate.serves)
+"""
+
+
+@pytest.mark.parametrize("name, nth", [("v0002", 1), ("registry.json", 1), ("registry.json", 2), ("verdict.json", 1)],
+                         ids=["copying the model", "registering", "recording the decision", "writing the verdict"])
+def test_kill_9_during_promotion_leaves_old_or_new_champion_and_the_rerun_completes(lab, name, nth):
+    import subprocess
+    import sys
+
+    from flows.registry import model_digest
+
+    lab.run(lab.wrong(0.3, seed=1))
+    better = lab.wrong(0.05, seed=2)
+    # Lay out the challenger's inputs as the evaluate stage would, then promote it in a process that dies.
+    lab.prepare(better)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", KILLER, str(root), str(lab.root), name, str(nth), str(lab.snapshot)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+
+    reg = lab.registry()
+    champion = reg.champion()  # the registry still reads, and names a whole model
+    new = model_digest(lab.root / "model2")
+    assert champion["model_sha256"] in {model_digest(lab.root / "model1"), new}
+    assert (Path(champion["path"]) / "weights.bin").is_file()
+
+    lab.n_models = 1
+    verdict = lab.run(better)  # the re-run completes: the better model ends up champion, decided once
+    assert reg.champion()["model_sha256"] == new and verdict["promoted"] == 1
+    assert [e["decision"] for e in reg.history()].count("promoted") == 2
