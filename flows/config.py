@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_checks.config import IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
 from data_checks.io import DoclifeError, atomic_path
-from flows.policy import METRIC_NAMES, PromoteConfig  # noqa: F401  (the promote section lives with the gate)
+from flows.policy import PromoteConfig  # the promote section lives with the gate
 from lightning_modules.config import EvaluateConfig, FinetuneConfig, PretrainConfig, TokenizeConfig
 
 

@@ -182,7 +182,8 @@ def _bootstrap_check(ev: Evidence, cfg: PromoteConfig) -> Check:
     level = f"{cfg.bootstrap.confidence:.0%}"
     return Check("bootstrap", f"bootstrap:{primary}", ok,
                  f"{primary} improvement {iv.observed:+.4f}, {level} interval [{iv.low:+.4f}, {iv.high:+.4f}]"
-                 f"{' above' if ok else ' not above'} {floor:+g}" + ("" if ok else " (within noise)"),
+                 f"{' above' if ok else ' not above'} {floor:+g}"
+                 + (" (within noise)" if not ok and iv.observed > floor else ""),
                  primary, threshold=floor, observed=iv.observed, interval=iv.as_list())
 
 

@@ -175,7 +175,7 @@ class PromoteConfig:
 
     def __post_init__(self) -> None:
         _need(self.primary_metric in METRIC_NAMES,
-              f"unknown primary_metric {self.primary_metric!r}; expected one of {', '.join(METRIC_NAMES)}")
+              f"primary_metric: unknown metric {self.primary_metric!r}; expected one of {', '.join(METRIC_NAMES)}")
         metrics = {}
         for name, value in (self.metrics or {}).items():
             _need(name in METRIC_NAMES, f"unknown metric {name!r}; expected one of {', '.join(METRIC_NAMES)}")

@@ -202,11 +202,12 @@ def champion_status(registry_dir: Path) -> dict[str, Any]:
         return {"champion": None}
     keys = ("version", "path", "data_snapshot", "metrics", "baselines", "registered_at", "code_version")
     status: dict[str, Any] = {"champion": {key: champion.get(key) for key in keys}}
-    # The gate's own scores on the champion's snapshot carry the TF-IDF baseline and the intervals.
+    # The gate's latest verdict on the champion carries the TF-IDF baseline and the intervals.
     for event in registry.history():
-        if event["version"] == champion["version"] and event["decision"] == "promoted" and event.get("verdict"):
-            status["champion"]["baselines"] = {**(champion.get("baselines") or {}),
-                                               **(event["verdict"].get("baselines") or {})}
+        if event["version"] == champion["version"] and event.get("verdict"):
+            recorded, gated = champion.get("baselines") or {}, event["verdict"].get("baselines") or {}
+            status["champion"]["baselines"] = {name: {**recorded.get(name, {}), **gated.get(name, {})}
+                                               for name in {**recorded, **gated}}
             status["champion"]["intervals"] = event["verdict"].get("intervals")
             break
     status["challenger"] = registry.state()["aliases"].get("challenger")

@@ -94,40 +94,35 @@ class Registry:
             return entry
 
     def record(self, version: str, decision: str, reason: str, verdict: dict[str, Any] | None = None,
-               champion: str | None = None, challenger: str | None = None) -> dict[str, Any]:
-        """Append a decision about `version` and move the aliases, in one atomic write.
-
-        `champion` (when given) becomes the champion alias; `challenger` the challenger alias.
-        """
+               aliases: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Append a decision about `version` and set `aliases` (name → version or None), in one atomic write."""
         with self._locked() as state:
             names = {r["version"] for r in state["versions"]}
-            for name in (version, champion, challenger):
+            for name in (version, *(aliases or {}).values()):
                 if name is not None and name not in names:
                     raise DoclifeError(f"{self.state_path}: no version {name!r}")
-            aliases = state.setdefault("aliases", {"champion": None})
-            before = aliases.get("champion")
-            if champion is not None:
-                aliases["champion"] = champion
-            if challenger is not None:
-                aliases["challenger"] = challenger
+            current = state.setdefault("aliases", {"champion": None})
+            before = current.get("champion")
+            current.update(aliases or {})
             event = {"time": _now(), "version": version, "decision": decision, "reason": reason,
-                     "actor": actor(), "champion_before": before, "champion_after": aliases["champion"]}
+                     "actor": actor(), "champion_before": before, "champion_after": current.get("champion")}
             if verdict is not None:
                 event["verdict"] = verdict
             state["history"].append(event)
             return event
 
     def decide(self, version: str, promote: bool, reason: str, verdict: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Record the gate's decision about `version`; when `promote`, it becomes the champion."""
-        return self.record(version, "promoted" if promote else "rejected", reason, verdict,
-                           champion=version if promote else None, challenger=version)
+        """Record the gate's decision about `version`: promoted, it is the champion; refused, it stays the
+        challenger (the last version the gate turned down) until the next decision."""
+        aliases = {"champion": version, "challenger": None} if promote else {"challenger": version}
+        return self.record(version, "promoted" if promote else "rejected", reason, verdict, aliases)
 
     def force(self, version: str, reason: str) -> dict[str, Any]:
         """A person makes `version` the champion, bypassing the gate; recorded as `forced` with the reason."""
         if not reason.strip():
             raise DoclifeError("promote --force needs --reason: the history records why the gate was bypassed")
         self.version(version)
-        return self.record(version, "forced", reason, champion=version)
+        return self.record(version, "forced", reason, aliases={"champion": version})
 
     def previous_champion(self) -> str | None:
         """The champion before the current one, replaying the history: promotions and forced promotions
@@ -145,7 +140,8 @@ class Registry:
         current, previous = self.state()["aliases"].get("champion"), self.previous_champion()
         if previous is None:
             raise DoclifeError(f"{self.state_path}: no previous champion to roll back to (champion: {current})")
-        return self.record(previous, "rollback", reason or f"rollback from {current} to {previous}", champion=previous)
+        return self.record(previous, "rollback", reason or f"rollback from {current} to {previous}",
+                           aliases={"champion": previous})
 
     def last_decision(self, version: str, content_sha256: str, policy: str) -> dict[str, Any] | None:
         """The gate's decision about `version` on this snapshot under this policy, if one is recorded."""

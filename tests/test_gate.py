@@ -129,9 +129,14 @@ def test_clearly_better_challenger_is_promoted_with_its_interval(lab):
 
 def test_better_within_noise_is_refused(lab):
     cfg = replace(BASE, slices=replace(BASE.slices, dimensions=()))  # random errors also move small slices
-    lab.run(lab.wrong(0.2, seed=1), cfg)
-    verdict = lab.run(lab.wrong(0.19, seed=2), cfg)
-    assert verdict["promoted"] == 0
+    champion = lab.wrong(0.2, seed=1)
+    mistakes, right = np.flatnonzero(champion), np.flatnonzero(~champion)
+    challenger = champion.copy()
+    challenger[mistakes[:10]] = False  # fixes ten of the champion's mistakes, makes six new ones
+    challenger[right[:6]] = True
+    lab.run(champion, cfg)
+    verdict = lab.run(challenger, cfg)
+    assert verdict["promoted"] == 0 and verdict["improvement"]["observed"] > 0
     assert failed(verdict) == ["bootstrap:macro_f1"] and "within noise" in verdict["reason"]
     assert verdict["improvement"]["interval"][0] <= 0 < verdict["improvement"]["interval"][1]
     assert lab.registry().champion()["version"] == "v0001"
