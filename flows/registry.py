@@ -144,12 +144,14 @@ class Registry:
                            aliases={"champion": previous})
 
     def last_decision(self, version: str, content_sha256: str, policy: str) -> dict[str, Any] | None:
-        """The gate's decision about `version` on this snapshot under this policy, if one is recorded."""
+        """The gate's decision about `version` on this snapshot under this policy, if it still stands: the
+        champion is the one it was judged against, or the one it made."""
+        champion = self.state()["aliases"].get("champion")
         for event in reversed(self.state()["history"]):
             verdict = event.get("verdict") or {}
             if (event["version"] == version and event["decision"] in ("promoted", "rejected")
                     and verdict.get("content_sha256") == content_sha256 and verdict.get("policy") == policy):
-                return event
+                return event if champion in (event["champion_before"], event["champion_after"]) else None
         return None
 
     def scores_path(self, version: str, content_sha256: str) -> Path:

@@ -244,6 +244,12 @@ def test_a_rerun_repeats_the_recorded_verdict_without_deciding_again(lab):
     lab.n_models = 0
     again = lab.run(lab.wrong(0.3, seed=1), replace(BASE, bootstrap=replace(BASE.bootstrap, resamples=200)))
     assert again["decision"] == "unchanged" and len(lab.registry().history()) == 2
+    # Once another model holds the champion seat, the refused one is judged again, against it.
+    lab.n_models = 2
+    assert lab.run(lab.wrong(0.02, seed=5))["champion_after"] == "v0003"
+    lab.n_models = 1
+    assert lab.run(lab.wrong(0.29, seed=2))["champion_before"] == "v0003"
+    assert len(lab.registry().history()) == 4
 
 
 def test_status_keeps_its_shape_and_adds_the_tfidf_baseline(lab):
