@@ -1,4 +1,4 @@
-"""The `doclife` console script: one subcommand per stage, plus `run`, `status` and `history`.
+"""The `doclife` console script: one subcommand per stage, plus `run`, `status`, `history` and `predict`.
 
 Each stage subcommand reads `params.yaml` in the current directory (the workspace), calls that stage's
 function with the paths of `flows.layout.Layout`, and prints what the stage measured. Heavy libraries
@@ -74,10 +74,32 @@ def _evaluate(p: Params, at: Layout) -> dict[str, Any]:
 
 
 def _promote(p: Params, at: Layout) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from flows.promote import promote
 
-    return promote(p.promote, p.evaluate, at.registry(p.promote.registry), at.metrics("evaluate"),
-                   at.model("finetune"), at.snapshot, at.verdict)
+    return promote(p.promote, at.registry(p.promote.registry), at.metrics("evaluate"), at.predictions,
+                   at.model("finetune"), at.snapshot, at.validation_summary, at.verdict, at.model_card,
+                   params={"pretrain": asdict(p.pretrain), "finetune": asdict(p.finetune),
+                           "tokenize": asdict(p.tokenize)}, batch_size=p.evaluate.batch_size)
+
+
+def _promote_by_hand(args: argparse.Namespace, at: Layout) -> int:
+    """`promote --rollback` and `promote VERSION --force --reason TEXT`: a person moves the champion."""
+    from flows.registry import Registry
+
+    registry = Registry(at.registry(load_params(at.params).promote.registry))
+    if args.rollback:
+        if args.version or args.force:
+            raise DoclifeError("promote --rollback takes no VERSION and no --force")
+        event = registry.rollback(args.reason or "")
+    else:
+        if not (args.version and args.force):
+            raise DoclifeError("promote VERSION needs --force (and --reason): without them `doclife promote` runs the gate")
+        event = registry.force(args.version, args.reason or "")
+    print(json.dumps({k: event[k] for k in ("version", "decision", "reason", "time", "actor", "champion_before",
+                                            "champion_after")}, indent=2, ensure_ascii=False))
+    return 0
 
 
 STAGE_COMMANDS: dict[str, Callable[[Params, Layout], dict[str, Any]]] = {
@@ -129,11 +151,23 @@ def _history(args: argparse.Namespace, at: Layout) -> int:
     from flows.registry import Registry
 
     events = Registry(at.registry(load_params(at.params).promote.registry)).history()
+    keys = ("version", "decision", "reason", "time", "actor", "champion_before", "champion_after")
     if args.json:
-        print(json.dumps([{k: e[k] for k in ("version", "decision", "reason", "time")} for e in events], indent=2))
+        print(json.dumps([{k: e.get(k) for k in keys} for e in events], indent=2, ensure_ascii=False))
     else:
         for e in events:
-            print(f"{e['time']}  {e['version']}  {e['decision']:<8}  {e['reason']}")
+            print(f"{e['time']}  {e['version']}  {e['decision']:<9} {e.get('actor', '')}  {e['reason']}")
+    return 0
+
+
+def _predict(args: argparse.Namespace, at: Layout) -> int:
+    from flows.registry import Registry
+    from flows.serving import predict_file
+
+    params = load_params(at.params)
+    entry = Registry(at.registry(params.promote.registry)).resolve(args.model)
+    result = predict_file(Path(entry["path"]), Path(args.input), Path(args.output), params.evaluate.batch_size)
+    print(json.dumps({"model": entry["version"], **result}, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -144,14 +178,24 @@ def _relative_if_inside(path: Path, root: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doclife", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for stage in STAGES:
-        sub.add_parser(stage, help=f"run the {stage} stage (reads params.yaml in the current directory)")
+    stages = {stage: sub.add_parser(stage, help=f"run the {stage} stage (reads params.yaml in the current directory)")
+              for stage in STAGES}
+    # `promote` with no argument is the gate (the DVC stage); its options are a person's decisions.
+    cmd = stages["promote"]
+    cmd.add_argument("version", nargs="?", help="with --force: the version to make champion, bypassing the gate")
+    cmd.add_argument("--force", action="store_true", help="make VERSION the champion without the gate (recorded)")
+    cmd.add_argument("--rollback", action="store_true", help="give the champion alias back to the previous champion")
+    cmd.add_argument("--reason", help="why (recorded in the history; required with --force)")
     run = sub.add_parser("run", help="run the whole lifecycle as a Prefect flow")
     run.add_argument("--source", help="the corpus file to ingest (recorded as ingest.source in params.yaml)")
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
     for name, text in (("status", "show the current champion"), ("history", "every promotion decision, newest first")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--json", action="store_true", help="print JSON")
+    predict = sub.add_parser("predict", help="batch prediction with a registered model")
+    predict.add_argument("--model", default="champion", help="champion, challenger or a version such as v0003")
+    predict.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet with a `text` column")
+    predict.add_argument("--output", required=True, help="where to write predicted + prob_<label> (.csv/.jsonl/.parquet)")
     return parser
 
 
@@ -159,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     at = Layout(Path.cwd())
     try:
+        if args.command == "promote" and (args.rollback or args.force or args.version):
+            return _promote_by_hand(args, at)
         if args.command in STAGE_COMMANDS:
             result = STAGE_COMMANDS[args.command](load_params(at.params), at)
             print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
             return 0
-        return {"run": _run, "serve": _serve, "status": _status, "history": _history}[args.command](args, at)
+        return {"run": _run, "serve": _serve, "status": _status, "history": _history,
+                "predict": _predict}[args.command](args, at)
     except DoclifeError as exc:
         print(f"doclife {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from data_checks.config import IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
 from data_checks.io import DoclifeError, atomic_path
+from flows.policy import PromoteConfig  # the promote section lives with the gate
 from lightning_modules.config import EvaluateConfig, FinetuneConfig, PretrainConfig, TokenizeConfig
-
-METRIC_NAMES = ("accuracy", "macro_f1", "roc_auc")
-
-
-@dataclass(frozen=True)
-class PromoteConfig:
-    primary_metric: str = "macro_f1"
-    """The metric the challenger must improve on the champion; one of accuracy, macro_f1, roc_auc."""
-    min_improvement: float = 0.01
-    """How much the challenger's primary metric must exceed the champion's, on the same test snapshot."""
-    floors: dict[str, float] = field(default_factory=lambda: {"macro_f1": 0.5, "accuracy": 0.5})
-    """Absolute lower bounds, metric → value, that every promoted model must reach (the first one too)."""
-    registry: str = "registry"
-    """Directory of the model registry (versions, aliases, decision history), relative to the workspace."""
-
-    def __post_init__(self) -> None:
-        for name in (self.primary_metric, *self.floors):
-            if name not in METRIC_NAMES:
-                raise ValueError(f"unknown metric {name!r}; expected one of {', '.join(METRIC_NAMES)}")
-        if self.min_improvement < 0:
-            raise ValueError("min_improvement must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -103,6 +83,7 @@ def set_param(path: Path | str, dotted_key: str, value: Any) -> None:
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long line
     # Write null as `null`, as people write it, not as an empty value.
     yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
     path = Path(path)

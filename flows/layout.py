@@ -87,5 +87,9 @@ class Layout:
     def verdict(self) -> Path:
         return self.root / "reports/promote/verdict.json"
 
+    @property
+    def model_card(self) -> Path:
+        return self.root / "reports/promote/model_card.md"
+
     def registry(self, relative: str) -> Path:
         return self.root / relative

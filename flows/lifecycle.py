@@ -76,12 +76,22 @@ def _publish_evaluation(at: Layout) -> None:
 
 def _publish_verdict(at: Layout) -> None:
     v = read_json(at.verdict)
-    checks = "\n".join(f"| {c['name']} | {c['observed']} | {c['threshold']} | {'pass' if c['passed'] else 'FAIL'} |"
-                       for c in v["checks"])
+
+    def cell(value: Any) -> str:
+        return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    checks = "\n".join(
+        f"| {c['name']} | {cell(c.get('observed'))} | {cell(c.get('threshold'))} | "
+        f"{'–' if not c.get('interval') else '[%+.4f, %+.4f]' % tuple(c['interval'])} | "
+        f"{'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |" for c in v["checks"])
     create_markdown_artifact(key="gate-verdict", markdown=(
-        f"# {v['version']}: {'promoted' if v['promoted'] else 'not promoted'}\n\n{v['reason']}\n\n"
-        f"Champion before: {v['champion_before']}, after: {v['champion_after']}\n\n"
-        f"| check | observed | threshold | result |\n|---|---|---|---|\n{checks}\n"))
+        f"# {v['version']}: {v.get('decision', 'promoted' if v['promoted'] else 'not promoted')}\n\n{v['reason']}\n\n"
+        f"Snapshot `{v.get('data_snapshot')}`. Champion before: {v['champion_before']}, after: {v['champion_after']}\n\n"
+        f"| check | observed | threshold | interval | result | detail |\n|---|---|---|---|---|---|\n{checks}\n"))
+    card = at.model_card
+    if card.is_file():
+        create_markdown_artifact(key="model-card", markdown=card.read_text(encoding="utf-8"),
+                                 description=f"model card of {v['version']}")
 
 
 PUBLISHERS = {

@@ -1,26 +1,36 @@
-"""The model registry: immutable versions, a `champion` alias and the history of every decision.
+"""The model registry: immutable versions, the aliases `champion` and `challenger`, and the history of every
+decision, with who made it, when and why.
 
-One directory: `versions/vNNNN/model/` holds each registered model (a Hugging Face export), and
-`registry.json` holds the versions' records, the aliases and the history. Every change is a
-read-modify-write of `registry.json` under a file lock, committed by an atomic rename, so a crash
-leaves the old or the new state, and a version directory is complete before any record points at it.
+The data model is MLflow's Model Registry (numbered immutable versions, movable aliases, tags) kept in
+one directory, because the alternatives need what a pipeline stage cannot give: MLflow's SQL registry does
+not keep alias history (mlflow#2169) and GTO needs a git commit per version (see README, "Gate and registry").
+`versions/vNNNN/model/` holds each registered model (a Hugging Face export); `registry.json` holds the
+versions' records, the aliases and the append-only history. Every change is a read-modify-write of
+`registry.json` under a file lock, committed by one atomic rename, so a crash (kill -9 included) leaves the
+old or the new state, and a version directory is complete before any record points at it.
+`scores/` caches each version's test-set probabilities per snapshot content hash; `cards/` its model card.
 """
 
 from __future__ import annotations
 
 import copy
 import fcntl
+import getpass
 import hashlib
+import os
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from data_checks.io import atomic_dir, read_json, write_json
+from data_checks.io import DoclifeError, atomic_dir, read_json, write_json
 
-EMPTY = {"versions": [], "aliases": {"champion": None}, "history": []}
+EMPTY = {"versions": [], "aliases": {"champion": None, "challenger": None}, "history": []}
+# Decisions that put a version in the champion seat, and the one that takes the previous one back.
+SEATING = ("promoted", "forced")
 
 
 def model_digest(model_dir: Path) -> str:
@@ -47,11 +57,20 @@ class Registry:
         for record in self.state()["versions"]:
             if record["version"] == name:
                 return record
-        raise KeyError(f"{self.state_path}: no version {name!r}")
+        raise DoclifeError(f"{self.state_path}: no version {name!r}")
 
     def champion(self) -> dict[str, Any] | None:
         name = self.state()["aliases"].get("champion")
         return self.version(name) if name else None
+
+    def resolve(self, ref: str) -> dict[str, Any]:
+        """The version an alias (`champion`, `challenger`) points at, or the version named `ref`."""
+        aliases = self.state()["aliases"]
+        if ref in aliases:
+            if aliases[ref] is None:
+                raise DoclifeError(f"{self.state_path}: no {ref} yet (run the lifecycle to register and promote one)")
+            ref = aliases[ref]
+        return self.version(ref)
 
     def history(self) -> list[dict[str, Any]]:
         """Every decision, newest first."""
@@ -74,18 +93,73 @@ class Registry:
             state["versions"].append(entry)
             return entry
 
-    def decide(self, version: str, promote: bool, reason: str, verdict: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Record a decision about `version`; when `promote`, it becomes the champion."""
+    def record(self, version: str, decision: str, reason: str, verdict: dict[str, Any] | None = None,
+               aliases: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Append a decision about `version` and set `aliases` (name → version or None), in one atomic write."""
         with self._locked() as state:
-            before = state["aliases"].get("champion")
-            if promote:
-                state["aliases"]["champion"] = version
-            event = {"time": _now(), "version": version, "decision": "promoted" if promote else "rejected",
-                     "reason": reason, "champion_before": before, "champion_after": state["aliases"]["champion"]}
+            names = {r["version"] for r in state["versions"]}
+            for name in (version, *(aliases or {}).values()):
+                if name is not None and name not in names:
+                    raise DoclifeError(f"{self.state_path}: no version {name!r}")
+            current = state.setdefault("aliases", {"champion": None})
+            before = current.get("champion")
+            current.update(aliases or {})
+            event = {"time": _now(), "version": version, "decision": decision, "reason": reason,
+                     "actor": actor(), "champion_before": before, "champion_after": current.get("champion")}
             if verdict is not None:
                 event["verdict"] = verdict
             state["history"].append(event)
             return event
+
+    def decide(self, version: str, promote: bool, reason: str, verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record the gate's decision about `version`: promoted, it is the champion; refused, it stays the
+        challenger (the last version the gate turned down) until the next decision."""
+        aliases = {"champion": version, "challenger": None} if promote else {"challenger": version}
+        return self.record(version, "promoted" if promote else "rejected", reason, verdict, aliases)
+
+    def force(self, version: str, reason: str) -> dict[str, Any]:
+        """A person makes `version` the champion, bypassing the gate; recorded as `forced` with the reason."""
+        if not reason.strip():
+            raise DoclifeError("promote --force needs --reason: the history records why the gate was bypassed")
+        self.version(version)
+        return self.record(version, "forced", reason, aliases={"champion": version})
+
+    def previous_champion(self) -> str | None:
+        """The champion before the current one, replaying the history: promotions and forced promotions
+        push onto a stack, rollbacks pop; so two rollbacks in a row go two champions back."""
+        seats: list[str] = []
+        for event in self.state()["history"]:
+            if event["decision"] in SEATING and event["champion_after"] != event["champion_before"]:
+                seats.append(event["champion_after"])
+            elif event["decision"] == "rollback" and seats:
+                seats.pop()
+        return seats[-2] if len(seats) >= 2 else None
+
+    def rollback(self, reason: str = "") -> dict[str, Any]:
+        """Give the champion alias back to the previous champion, recorded as `rollback`."""
+        current, previous = self.state()["aliases"].get("champion"), self.previous_champion()
+        if previous is None:
+            raise DoclifeError(f"{self.state_path}: no previous champion to roll back to (champion: {current})")
+        return self.record(previous, "rollback", reason or f"rollback from {current} to {previous}",
+                           aliases={"champion": previous})
+
+    def last_decision(self, version: str, content_sha256: str, policy: str) -> dict[str, Any] | None:
+        """The gate's decision about `version` on this snapshot under this policy, if it still stands: the
+        champion is the one it was judged against, or the one it made."""
+        champion = self.state()["aliases"].get("champion")
+        for event in reversed(self.state()["history"]):
+            verdict = event.get("verdict") or {}
+            if (event["version"] == version and event["decision"] in ("promoted", "rejected")
+                    and verdict.get("content_sha256") == content_sha256 and verdict.get("policy") == policy):
+                return event if champion in (event["champion_before"], event["champion_after"]) else None
+        return None
+
+    def scores_path(self, version: str, content_sha256: str) -> Path:
+        """Where a version's per-document test probabilities on one snapshot are cached."""
+        return self.root / "scores" / f"{version}-{content_sha256[:16]}.parquet"
+
+    def card_path(self, version: str) -> Path:
+        return self.root / "cards" / f"{version}.md"
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
@@ -104,6 +178,17 @@ class Registry:
             taken |= {p.name for p in (self.root / "versions").iterdir() if p.name.startswith("v")}
         number = 1 + max((int(n[1:]) for n in taken if n[1:].isdigit()), default=0)
         return f"v{number:04d}"
+
+
+def actor() -> str:
+    """Who made a decision: $DOCLIFE_ACTOR (set by a scheduler or CI), else user@host."""
+    if os.environ.get("DOCLIFE_ACTOR"):
+        return os.environ["DOCLIFE_ACTOR"]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 def _now() -> str:

@@ -48,6 +48,7 @@ def test_outputs_match_the_layout():
     assert declared("evaluate", "metrics") == {rel(AT.metrics("evaluate"))}
     assert declared("evaluate", "plots") == {rel(AT.confusion_csv)}
     assert declared("promote", "metrics") == {rel(AT.verdict)}
+    assert declared("promote", "outs") == {rel(AT.model_card)}
 
 
 def test_each_stage_lists_every_key_of_its_section():

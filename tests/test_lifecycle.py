@@ -14,6 +14,7 @@ from flows.config import set_param
 from flows.dvc import StageFailed, run_dvc
 from flows.layout import Layout
 
+
 def stage_states(summary: dict) -> dict[str, str]:
     return summary["stages"]
 

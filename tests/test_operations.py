@@ -18,7 +18,7 @@ from flows.server import local_server
 
 BIN = Path(sys.executable).parent
 ARTIFACT_KEYS = {"validation-summary", "snapshot-manifest", "pretrain-curve", "finetune-curve", "pretrain-progress",
-                 "finetune-progress", "evaluation", "gate-verdict", "run-summary"}
+                 "finetune-progress", "evaluation", "gate-verdict", "model-card", "run-summary"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_FOR_README = Path(__file__).resolve().parents[1] / "docs" / "prefect-flow-run.png"
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from flows import registry as registry_module
+from data_checks.io import DoclifeError
 from flows.registry import Registry
 
 
@@ -65,3 +66,78 @@ def test_a_version_directory_left_by_a_crash_is_never_reused(tmp_path):
     (tmp_path / "registry/versions/v0001/model").mkdir(parents=True)  # copied, never recorded
     entry = reg.register(make_model(tmp_path / "a", b"1"), {})
     assert entry["version"] == "v0002"
+
+
+def champion_of(reg: Registry) -> str | None:
+    return reg.state()["aliases"]["champion"]
+
+
+def three_champions(tmp_path: Path) -> tuple[Registry, list[str]]:
+    reg = Registry(tmp_path / "registry")
+    names = [reg.register(make_model(tmp_path / f"m{i}", bytes([i])), {})["version"] for i in range(3)]
+    for name in names:
+        reg.decide(name, True, f"{name} better")
+    return reg, names
+
+
+def test_rollback_walks_back_through_earlier_champions_and_is_recorded(tmp_path):
+    reg, (v1, v2, v3) = three_champions(tmp_path)
+    event = reg.rollback("v3 misbehaves in production")
+    assert (event["decision"], event["champion_before"], event["champion_after"]) == ("rollback", v3, v2)
+    assert champion_of(reg) == v2
+    reg.rollback()  # a second rollback goes one champion further back, not forth again
+    assert champion_of(reg) == v1
+    with pytest.raises(DoclifeError, match="no previous champion"):
+        reg.rollback()
+    assert [e["decision"] for e in reg.history()][:2] == ["rollback", "rollback"]
+    assert reg.history()[1]["reason"] == "v3 misbehaves in production"
+
+
+def test_a_forced_promotion_needs_a_reason_and_is_recorded_as_forced(tmp_path, monkeypatch):
+    reg, (v1, v2, v3) = three_champions(tmp_path)
+    with pytest.raises(DoclifeError, match="--reason"):
+        reg.force(v1, " ")
+    monkeypatch.setenv("DOCLIFE_ACTOR", "alice")
+    event = reg.force(v1, "hotfix: v3 and v2 mislabel refunds")
+    assert (event["decision"], event["actor"], champion_of(reg)) == ("forced", "alice", v1)
+    reg.rollback()  # undoes the override
+    assert champion_of(reg) == v3
+    with pytest.raises(DoclifeError, match="no version 'v0009'"):
+        reg.force("v0009", "typo")
+
+
+def test_history_is_append_only(tmp_path):
+    reg, names = three_champions(tmp_path)
+    before = reg.state()["history"]
+    reg.rollback()
+    reg.decide(names[0], False, "not better")
+    assert reg.state()["history"][: len(before)] == before
+
+
+def test_cli_rollback_then_status_and_history_show_it(tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from flows.cli import main
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
+    reg, (v1, v2, v3) = three_champions(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv: str):
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert run("promote", "--rollback", "--reason", "latency regression")[0] == 0
+    code, out, _ = run("status", "--json")
+    status = json.loads(out)["champion"]
+    assert code == 0 and status["version"] == v2 and Path(status["path"], "config.json").is_file()
+    history = json.loads(run("history", "--json")[1])
+    assert history[0]["decision"] == "rollback" and history[0]["reason"] == "latency regression"
+    assert {"version", "decision", "reason", "time"} <= set(history[0])
+
+    assert run("promote", v3, "--force", "--reason", "rollback was a mistake")[0] == 0
+    assert json.loads(run("status", "--json")[1])["champion"]["version"] == v3
+    code, _, err = run("promote", v1)  # a version without --force is not a gate run
+    assert code == 2 and "--force" in err and len(err.strip().splitlines()) == 1
