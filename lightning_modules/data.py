@@ -195,9 +195,10 @@ class MaskedLMDataModule(L.LightningDataModule):
         self.n_train_docs = len(train)
         self.train_rows = self._packed(train)
         val_rows = self._packed(frame.loc[frame["split"] == "validation", "text"].tolist())
-        generator = torch.Generator().manual_seed(self.seed)
+        # One mask for all validation rows, then batches: the targets do not depend on the batch size.
+        masked_rows, label_rows = mask_tokens(val_rows, generator=torch.Generator().manual_seed(self.seed), **self.masking)
         for start in range(0, len(val_rows), self.batch_size):
-            masked, labels = mask_tokens(val_rows[start : start + self.batch_size], generator=generator, **self.masking)
+            masked, labels = masked_rows[start : start + self.batch_size], label_rows[start : start + self.batch_size]
             self.val_batches.append({"input_ids": masked, "labels": labels, "global_targets": (labels != IGNORE_INDEX).sum()})
 
     def train_dataloader(self) -> DataLoader:

@@ -83,8 +83,11 @@ class MaskedLMModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss = masked_lm_loss_sum(self.model, batch["input_ids"], batch["labels"]) / batch["global_targets"].clamp(min=1)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].size(0))
+        n_targets = batch["global_targets"].clamp(min=1)
+        loss = masked_lm_loss_sum(self.model, batch["input_ids"], batch["labels"]) / n_targets
+        # Weighted by the batch's targets, the epoch mean is the mean over every validation target: the same
+        # number whatever the batch size (and so the number of devices).
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=int(n_targets))
 
     def configure_optimizers(self) -> dict[str, Any]:
         return adamw_with_schedule(

@@ -83,26 +83,25 @@ def _hash_files(*paths: Path) -> str:
 
 
 def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank: int) -> tuple[Path | None, int | None]:
-    """Return (last.ckpt, its step) when it belongs to this exact run; otherwise clear stale checkpoints.
+    """Return (checkpoint, its step) when one belongs to this exact run; otherwise clear stale checkpoints.
 
     The fingerprint leaves out only the length of training (max_steps / max_epochs), so raising it resumes.
     """
     last = checkpoint_dir / LAST_CHECKPOINT
     stored = checkpoint_dir / FINGERPRINT_FILE
     if stored.is_file() and read_json(stored) == fingerprint:
-        # last.ckpt first, then the periodic checkpoints, newest first: a kill -9 during a write can leave
-        # one file torn, never all of them.
-        candidates = [last] + sorted(
-            (p for p in checkpoint_dir.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True
-        )
-        for path in candidates:
-            if not path.is_file():
-                continue
+        # The readable checkpoint with the most steps: a kill -9 can tear the file being written, or stop the
+        # run between writing step=N.ckpt and refreshing last.ckpt.
+        found: list[tuple[int, Path]] = []
+        for path in checkpoint_dir.glob("*.ckpt"):
             try:
-                state = torch.load(path, map_location="cpu", weights_only=False)
-                return path, int(state["global_step"])
+                state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+                found.append((int(state["global_step"]), path))
             except Exception as exc:  # a truncated file: any unpickling error
                 rank_zero_info(f"doclife: skipping unreadable checkpoint {path.name} ({type(exc).__name__})")
+        if found:
+            step, path = max(found, key=lambda item: (item[0], item[1].name == LAST_CHECKPOINT))
+            return path, step
     if rank == 0:
         if checkpoint_dir.exists():
             rank_zero_info(f"doclife: starting fresh, clearing checkpoints in {checkpoint_dir} that belong to another run")
@@ -355,7 +354,10 @@ def _pretrain(
         flops_per_token=encoder_flops_per_token(network.config, cfg.max_length, cfg.mask_probability),
         peak_flops=peak_flops(torch.cuda.get_device_name(), cfg.precision) if on_gpu else None,
     )
-    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_train_steps=cfg.checkpoint_every_n_steps)
+    # Saved when each validation (every checkpoint_every_n_steps steps) ends, so the checkpoint's curve holds
+    # that validation's loss; Lightning runs checkpoint callbacks after the others. The train loader has no
+    # end, so the run stays in epoch 0 and "every epoch" means every validation.
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_epochs=1, save_on_train_epoch_end=False)
     trainer = _trainer(
         cfg,
         # A Python exception (not kill -9, which the periodic checkpoints cover) saves last.ckpt on the way out.
