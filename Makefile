@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test test-fast ui clean
+.PHONY: install demo test test-fast ui clean bench-train
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,11 @@ test-fast: install
 
 ui: install  ## a local Prefect server and UI on 127.0.0.1:4200, over the same database as the demo
 	prefect server start --host 127.0.0.1 --port 4200
+
+bench-train: install  ## pretraining throughput vs the HF Trainer, and quality on the real corpus (README "Measured")
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.quality
 
 clean:  ## remove every stage output, the registry and Prefect's database (keeps .venv)
 	rm -rf data models reports registry .dvc-storage .prefect dvc.lock .dvc/cache .dvc/tmp
