@@ -22,7 +22,7 @@ from typing import Any
 
 import pytorch_lightning as L
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
 from data_checks.io import DoclifeError, atomic_dir, atomic_path, read_json, write_json
@@ -262,6 +262,21 @@ class CurveRecorder(Callback):
         self.rows = list(state_dict.get("rows", []))
 
 
+class SaveOnException(Callback):
+    """Save `last.ckpt` when training stops on a Python exception (kill -9 is covered by the periodic saves).
+
+    Lightning's OnExceptionCheckpoint would do the same, but its presence turns `fit(ckpt_path=None)` into
+    `fit(ckpt_path="last")`; the resume decision here is ours (`_prepare_checkpoints`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        rank_zero_info(f"doclife: stopped by {type(exception).__name__} at step {trainer.global_step}; saved {self.path}")
+
+
 class LastCheckpointEachEpoch(Callback):
     """Save `last.ckpt` at the end of every epoch.
 
@@ -277,9 +292,10 @@ class LastCheckpointEachEpoch(Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path) -> None:
+def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Hugging Face format (config, safetensors, tokenizer); `state_dict` overrides the module's own weights."""
     with atomic_dir(model_dir) as tmp, quiet_transformers():
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))
 
 
@@ -361,7 +377,7 @@ def _pretrain(
     trainer = _trainer(
         cfg,
         # A Python exception (not kill -9, which the periodic checkpoints cover) saves last.ckpt on the way out.
-        [checkpoints, OnExceptionCheckpoint(checkpoint_dir, filename=LAST_CHECKPOINT.removesuffix(".ckpt")), curve],
+        [checkpoints, SaveOnException(checkpoint_dir / LAST_CHECKPOINT), curve],
         max_steps=cfg.max_steps,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         # The train batches shard themselves across ranks (see PackedMLMBatches).
@@ -402,8 +418,11 @@ def _pretrain(
         "snapshot": manifest["snapshot"],
         "content_sha256": manifest["content_sha256"],
     }
+    # A collective call: under fsdp it gathers the shards, and rank 0 receives the full weights.
+    full_state = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
-        _export(module.model, tokenizer, Path(model_dir))
+        weights = {name.removeprefix("model."): tensor for name, tensor in full_state.items()}
+        _export(module.model, tokenizer, Path(model_dir), weights)
         write_json(metrics_path, metrics)
         _write_csv(
             Path(curve_path),

@@ -283,3 +283,30 @@ def test_finetune_ignores_rows_with_unlisted_labels(workspace: dict[str, Path], 
     assert metrics["n_train"] + metrics["n_validation"] + metrics["n_ignored_rows"] == len(fit_rows)
     _, labels = predict_proba(tmp_path / "model", ["足球"])
     assert labels == ["sports", "technology", "food"]
+
+
+def test_pretrain_saves_on_exception_and_resumes_from_there(
+    workspace: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_modules.train as train_module
+    from lightning_modules.modules import MaskedLMModule
+
+    class Crashing(MaskedLMModule):
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            if self.trainer.global_step == 3:
+                raise RuntimeError("simulated crash")
+            return super().training_step(batch, batch_idx)
+
+    def run() -> dict:
+        return pretrain(
+            replace(TINY, max_steps=6, checkpoint_every_n_steps=100), workspace["snapshot"], workspace["tokenizer"],
+            tmp_path / "model", tmp_path / "ckpt", tmp_path / "m.json", tmp_path / "c.csv",
+        )
+
+    monkeypatch.setattr(train_module, "MaskedLMModule", Crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run()
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 3
+    monkeypatch.setattr(train_module, "MaskedLMModule", MaskedLMModule)
+    metrics = run()
+    assert metrics["resumed_from_step"] == 3 and metrics["steps"] == 6
