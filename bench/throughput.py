@@ -151,6 +151,12 @@ def main() -> None:
                        "nonpad_fraction": med(theirs, "nonpad_fraction")},
         "ratio_tokens_per_s": round(med(ours, "tokens_per_s") / med(theirs, "tokens_per_s"), 3),
         "ratio_nonpad_tokens_per_s": round(med(ours, "nonpad_tokens_per_s") / med(theirs, "nonpad_tokens_per_s"), 3),
+        # Adjacent runs share the machine's load best: their ratios show how much the medians owe to noise.
+        "ratio_per_round": [
+            {"tokens_per_s": round(o["tokens_per_s"] / t["tokens_per_s"], 3),
+             "nonpad_tokens_per_s": round(o["nonpad_tokens_per_s"] / t["nonpad_tokens_per_s"], 3)}
+            for o, t in zip(ours, theirs)
+        ],
         "per_round": {"doclife": ours, "hf_trainer": theirs},
         "torch": torch.__version__,
     }
