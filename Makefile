@@ -15,7 +15,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 4200
 SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
 
-.PHONY: install demo test test-fast ui schedule bench-ops clean
+.PHONY: install demo test test-fast ui schedule bench-ops bench-train clean
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,11 @@ schedule: install  ## serve the scheduled lifecycle and the source watcher again
 
 bench-ops: install  ## a full and a no-change lifecycle run against a running Prefect server: wall times, overhead
 	$(BIN)/python -m bench.ops
+
+bench-train: install  ## pretraining throughput vs the HF Trainer, and quality on the real corpus (README "Measured")
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.quality
 
 clean:  ## remove every stage output, the registry and Prefect's database (keeps .venv)
 	rm -rf data models reports registry .dvc-storage .prefect dvc.lock .dvc/cache .dvc/tmp

@@ -25,6 +25,16 @@ PRECISIONS = frozenset(
 )
 ACCELERATORS = frozenset({"auto", "cpu", "gpu", "cuda", "mps", "tpu"})
 
+# Named encoder sizes: (hidden_size, num_layers, num_heads, intermediate_size). `base` is BERT-base (~110M
+# parameters with a 30k vocabulary); `custom` takes the four fields from params.yaml.
+MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (32, 2, 2, 64),
+    "mini": (256, 4, 4, 1024),
+    "small": (512, 4, 8, 2048),
+    "medium": (512, 8, 8, 2048),
+    "base": (768, 12, 12, 3072),
+}
+
 
 def _positive(section: str, **values: int | float) -> None:
     for name, value in values.items():
@@ -69,8 +79,10 @@ class TokenizeConfig:
 
 @dataclass
 class PretrainConfig:
+    size: str = "custom"
+    """Named encoder size (tiny, mini, small, medium, base) or `custom` for the four fields below."""
     hidden_size: int = 128
-    """Width of the encoder; must be divisible by num_heads."""
+    """Width of the encoder (size: custom); must be divisible by num_heads."""
     num_layers: int = 2
     """Number of transformer encoder layers."""
     num_heads: int = 4
@@ -78,11 +90,17 @@ class PretrainConfig:
     intermediate_size: int = 256
     """Width of the feed-forward block inside each layer."""
     max_length: int = 64
-    """Longest sequence in tokens, [CLS] and [SEP] included; longer documents are truncated."""
+    """Length of a packed row in tokens: documents ([CLS] ... [SEP]) are concatenated and cut into rows this long."""
     mask_probability: float = 0.15
     """Fraction of ordinary tokens chosen as masked-LM targets (of those: 80% [MASK], 10% random, 10% kept)."""
     batch_size: int = 32
-    """Documents per batch on each device."""
+    """Packed rows per micro-batch on each device."""
+    accumulate_grad_batches: int = 1
+    """Micro-batches per optimizer step; global batch = batch_size x devices x num_nodes x this."""
+    dropout: float = 0.0
+    """Dropout inside the encoder while pretraining (0: short-budget MLM recipes train better without it)."""
+    compile: bool = False
+    """Run the encoder through torch.compile (worth it on GPUs for long runs; compiling costs minutes)."""
     max_steps: int = 400
     """Optimizer steps in total; raising it and re-running resumes from the last checkpoint."""
     learning_rate: float = 1e-3
@@ -114,11 +132,17 @@ class PretrainConfig:
             num_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
             batch_size=self.batch_size,
+            accumulate_grad_batches=self.accumulate_grad_batches,
             max_steps=self.max_steps,
             learning_rate=self.learning_rate,
             checkpoint_every_n_steps=self.checkpoint_every_n_steps,
         )
         _non_negative("pretrain", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        if self.size != "custom":
+            if self.size not in MODEL_SIZES:
+                raise DoclifeError(f"params.yaml: pretrain.size must be custom or one of {sorted(MODEL_SIZES)}, got {self.size!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DoclifeError(f"params.yaml: pretrain.dropout must be in [0, 1), got {self.dropout!r}")
         if self.hidden_size % self.num_heads:
             raise DoclifeError(
                 f"params.yaml: pretrain.hidden_size ({self.hidden_size}) must be divisible by pretrain.num_heads ({self.num_heads})"
@@ -129,6 +153,12 @@ class PretrainConfig:
             raise DoclifeError(f"params.yaml: pretrain.mask_probability must be in (0, 1), got {self.mask_probability!r}")
         _check_hardware("pretrain", self.accelerator, self.devices, self.num_nodes, self.strategy, self.precision)
 
+    def dims(self) -> tuple[int, int, int, int]:
+        """(hidden_size, num_layers, num_heads, intermediate_size) of the named size, or the custom fields."""
+        if self.size == "custom":
+            return (self.hidden_size, self.num_layers, self.num_heads, self.intermediate_size)
+        return MODEL_SIZES[self.size]
+
 
 @dataclass
 class FinetuneConfig:
@@ -136,6 +166,8 @@ class FinetuneConfig:
     """Documents per batch on each device."""
     max_epochs: int = 6
     """Passes over the training split; raising it and re-running resumes from the last checkpoint."""
+    patience: int = 3
+    """Stop early after this many epochs without a better validation macro-F1."""
     learning_rate: float = 5e-4
     """Peak AdamW learning rate, reached after warmup_steps."""
     warmup_steps: int = 20
@@ -158,7 +190,13 @@ class FinetuneConfig:
     """Lightning precision name: 32-true on CPU, bf16-mixed on recent GPUs."""
 
     def __post_init__(self) -> None:
-        _positive("finetune", batch_size=self.batch_size, max_epochs=self.max_epochs, learning_rate=self.learning_rate)
+        _positive(
+            "finetune",
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            learning_rate=self.learning_rate,
+            patience=self.patience,
+        )
         _non_negative("finetune", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
         if not 0.0 <= self.dropout < 1.0:
             raise DoclifeError(f"params.yaml: finetune.dropout must be in [0, 1), got {self.dropout!r}")

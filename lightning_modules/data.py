@@ -1,17 +1,22 @@
-"""DataModules: tokenise the snapshot once in `setup`, pad each batch to its own longest sequence.
+"""DataModules: tokenise the snapshot once in `setup`.
 
-Masked-LM batches are masked dynamically (a fresh mask every time a document is drawn); the validation
-split is masked once with a fixed seed so validation losses are comparable across steps and runs.
+Masked-LM pretraining packs documents into full rows (no step is spent on padding) and masks dynamically,
+with the mask of micro-batch m drawn from (seed, m) so a resumed run draws what an uninterrupted one would.
+The validation rows are masked once with a fixed seed so validation losses are comparable across steps and
+runs. Classification batches are padded to their own longest document.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_checks.io import DoclifeError
 from lightning_modules.snapshot import read_split, require_rows
@@ -69,8 +74,86 @@ def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[in
     return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
 
 
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (seed, micro-batch number, ...), the same on every machine."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1
+
+
+def pack_documents(docs: list[list[int]], row_length: int) -> torch.Tensor:
+    """Concatenate tokenised documents (each [CLS] ... [SEP]) and cut the stream into full rows.
+
+    Returns (n_rows, row_length) ids with no padding. A document longer than a row continues in the next
+    row; the incomplete tail of the stream is dropped. Attention spans document boundaries inside a row
+    (RoBERTa's FULL-SENTENCES packing): the [SEP] between documents marks where one ends.
+    """
+    stream = torch.tensor([token for doc in docs for token in doc], dtype=torch.long)
+    n_rows = len(stream) // row_length
+    return stream[: n_rows * row_length].view(n_rows, row_length)
+
+
+class PackedMLMBatches(Dataset):
+    """Micro-batch number m -> this rank's share of the m-th global micro-batch of packed rows, masked.
+
+    Everything is a function of (seed, m): epoch e = m // batches_per_epoch takes the rows in a permutation
+    drawn from (seed, e); the mask of the whole global micro-batch is drawn from (seed, m) and each rank keeps
+    its slice. So a resumed run that starts at m = global_step x accumulate draws exactly the batches and
+    masks of an uninterrupted run, and 1 or N processes with the same global batch see the same rows.
+    """
+
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        masking: dict[str, Any],
+    ) -> None:
+        self.rows = rows  # (n_rows, row_length)
+        self.batch_size = batch_size
+        self.global_batch = batch_size * world_size
+        self.rank = rank
+        self.seed = seed
+        self.masking = masking
+        self.batches_per_epoch = len(rows) // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise DoclifeError(
+                f"pretrain: {len(rows)} packed rows cannot fill one global micro-batch of {self.global_batch} rows "
+                "(lower batch_size or max_length, or add documents)"
+            )
+        self._epoch = -1
+        self._order = torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __getitem__(self, m: int) -> dict[str, torch.Tensor]:
+        epoch, position = divmod(int(m), self.batches_per_epoch)
+        if epoch != self._epoch:
+            self._order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch, 1)))
+            self._epoch = epoch
+        picked = self._order[position * self.global_batch : (position + 1) * self.global_batch]
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, m, 2))
+        masked, labels = mask_tokens(self.rows[picked], generator=generator, **self.masking)  # (global_batch, L)
+        n_targets = (labels != IGNORE_INDEX).sum()
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        # Every row is full: no attention_mask, so attention runs unmasked (SDPA's fastest path).
+        return {"input_ids": masked[mine], "labels": labels[mine], "global_targets": n_targets}
+
+
+class FromStep(Sampler[int]):
+    """Micro-batch numbers start, start+1, ... without end; `start` is read when iteration begins."""
+
+    def __init__(self, start: Callable[[], int]) -> None:
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count(self.start())
+
+
 class MaskedLMDataModule(L.LightningDataModule):
-    """Train-split documents with dynamic masking; validation-split documents with a fixed mask."""
+    """Packed train rows with masks drawn from (seed, micro-batch); packed validation rows with a fixed mask."""
 
     def __init__(
         self,
@@ -88,45 +171,51 @@ class MaskedLMDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.mask_probability = mask_probability
         self.seed = seed
-        self.special_ids = list(tokenizer.all_special_ids)
-        self.train_ids: list[list[int]] = []
-        self.val_items: list[tuple[list[int], list[int]]] = []  # (masked ids, labels) per document
+        self.masking = {
+            "special_ids": list(tokenizer.all_special_ids),
+            "mask_id": tokenizer.mask_token_id,
+            "vocab_size": len(tokenizer),
+            "probability": mask_probability,
+        }
+        self.train_rows = torch.empty(0, max_length, dtype=torch.long)
+        self.val_batches: list[dict[str, torch.Tensor]] = []
+        self.n_train_docs = 0
+
+    def _packed(self, texts: list[str]) -> torch.Tensor:
+        # Whole documents, no truncation: packing cuts the stream into rows, so nothing is thrown away.
+        docs = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        return pack_documents(docs, self.max_length)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_ids:
+        if len(self.train_rows):
             return
         frame = read_split(self.snapshot_dir, ["train", "validation"])
-        train = frame.loc[frame["split"] == "train", "text"].tolist()
         require_rows(frame[frame["split"] == "train"], self.snapshot_dir, "the train split")
-        self.train_ids = _tokenise(self.tokenizer, train, self.max_length)
-        val_ids = _tokenise(self.tokenizer, frame.loc[frame["split"] == "validation", "text"].tolist(), self.max_length)
-        generator = torch.Generator().manual_seed(self.seed)
-        for seq in val_ids:
-            ids = torch.tensor([seq], dtype=torch.long)  # (1, seq)
-            masked, labels = mask_tokens(
-                ids, self.special_ids, self.tokenizer.mask_token_id, len(self.tokenizer), self.mask_probability, generator
-            )
-            self.val_items.append((masked[0].tolist(), labels[0].tolist()))
-
-    def collate(self, sequences: list[list[int]]) -> dict[str, torch.Tensor]:
-        ids, attention = pad_ids(sequences, self.tokenizer.pad_token_id)
-        # The global RNG (seeded by seed_everything) draws the mask: fresh per draw yet reproducible.
-        masked, labels = mask_tokens(
-            ids, self.special_ids, self.tokenizer.mask_token_id, len(self.tokenizer), self.mask_probability
-        )
-        return {"input_ids": masked, "attention_mask": attention, "labels": labels}
-
-    def collate_fixed(self, items: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        ids, attention = pad_ids([masked for masked, _ in items], self.tokenizer.pad_token_id)
-        labels, _ = pad_ids([labels for _, labels in items], IGNORE_INDEX)
-        return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+        train = frame.loc[frame["split"] == "train", "text"].tolist()
+        self.n_train_docs = len(train)
+        self.train_rows = self._packed(train)
+        val_rows = self._packed(frame.loc[frame["split"] == "validation", "text"].tolist())
+        # One mask for all validation rows, then batches: the targets do not depend on the batch size.
+        masked_rows, label_rows = mask_tokens(val_rows, generator=torch.Generator().manual_seed(self.seed), **self.masking)
+        for start in range(0, len(val_rows), self.batch_size):
+            masked, labels = masked_rows[start : start + self.batch_size], label_rows[start : start + self.batch_size]
+            self.val_batches.append({"input_ids": masked, "labels": labels, "global_targets": (labels != IGNORE_INDEX).sum()})
 
     def train_dataloader(self) -> DataLoader:
-        # In-memory token lists and a cheap collate: worker processes would cost more than they save.
-        return DataLoader(self.train_ids, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate, drop_last=False)
+        trainer = self.trainer
+        dataset = PackedMLMBatches(
+            self.train_rows, self.batch_size, trainer.global_rank, trainer.world_size, self.seed, self.masking
+        )
+        # Data position = optimizer steps already taken (restored from the checkpoint before this is called).
+        sampler = FromStep(lambda: trainer.global_step * trainer.accumulate_grad_batches)
+        # batch_size=None: the dataset already returns whole micro-batches. In-memory rows and cheap masking:
+        # worker processes would cost more than they save.
+        return DataLoader(dataset, batch_size=None, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_items, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fixed)
+    def val_dataloader(self) -> DataLoader | list:
+        # Pretraining turns Lightning's distributed sampler off (the train batches shard themselves), so every
+        # rank scores all validation rows: the same number on every rank, and cheap at this size.
+        return DataLoader(self.val_batches, batch_size=None, shuffle=False)
 
 
 class ClassificationDataModule(L.LightningDataModule):

@@ -28,17 +28,20 @@ def quiet_transformers() -> Iterator[None]:
 
 
 def build_mlm(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertForMaskedLM:
-    """A randomly initialised BERT with a masked-LM head, sized by `cfg`."""
+    """A randomly initialised BERT with a masked-LM head, sized by `cfg` (a named size or the custom fields)."""
+    hidden, layers, heads, intermediate = cfg.dims()
     config = BertConfig(
         vocab_size=vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
-        # Positions beyond max_length never occur: the tokenizer truncates there.
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        # Positions beyond max_length never occur: packed rows are max_length long, finetuning truncates there.
         max_position_embeddings=cfg.max_length,
         type_vocab_size=2,
         pad_token_id=pad_token_id,
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
     )
     return BertForMaskedLM._from_config(config, attn_implementation="sdpa")
 
@@ -62,3 +65,36 @@ def build_classifier(pretrained_dir: Path, labels: list[str], dropout: float) ->
     # from_pretrained returns the model in eval mode, and Lightning keeps submodule modes as it finds them:
     # without this, dropout would stay off during finetuning.
     return model.train()
+
+
+def encoder_flops_per_token(config: BertConfig, seq_len: int, mask_probability: float) -> float:
+    """Training FLOPs per input token (forward + backward = 3 x forward, 2 FLOPs per multiply-add).
+
+    PaLM's accounting: 6 x the encoder's matmul parameters, plus 12 x layers x hidden x seq_len for the
+    attention scores and their weighted sum, plus the masked-LM head, which runs only at the masked
+    positions (a `mask_probability` share of tokens).
+    """
+    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_layer = 4 * h * h + 2 * h * i  # Q, K, V, output projections; the two feed-forward matrices
+    head = h * h + h * config.vocab_size  # transform dense + decoder
+    return 6.0 * n * per_layer + 12.0 * n * h * seq_len + 6.0 * head * mask_probability
+
+
+# Dense peak throughput (FLOP/s) by device name fragment and precision family, from the vendors' sheets.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bf16": 989.4e12, "fp32": 66.9e12},
+    "H100": {"bf16": 989.4e12, "fp32": 66.9e12},
+    "A100": {"bf16": 312e12, "fp32": 19.5e12},
+    "L40S": {"bf16": 362e12, "fp32": 91.6e12},
+    "L4": {"bf16": 121e12, "fp32": 30.3e12},
+    "A10": {"bf16": 125e12, "fp32": 31.2e12},
+}
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """The device's dense peak for `precision` (bf16/16 families vs 32-bit), or None when unknown (CPUs)."""
+    family = "bf16" if ("16" in precision and "32" not in precision) else "fp32"
+    for fragment, peaks in PEAK_FLOPS.items():
+        if fragment in device_name:
+            return peaks[family]
+    return None

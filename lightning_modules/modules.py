@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassF1Score
 
+from lightning_modules.data import IGNORE_INDEX, derived_seed
+
 
 def warmup_then_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear ramp over `warmup_steps` to 1, then linear decay to 0 at `total_steps`."""
@@ -40,30 +42,52 @@ def adamw_with_schedule(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
 
-class MaskedLMModule(L.LightningModule):
-    """Masked-LM pretraining of a `BertForMaskedLM`; counts the real (non-pad) tokens it trains on."""
+def masked_lm_loss_sum(model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over the masked positions of (batch, seq) ids, for a `BertForMaskedLM`.
 
-    def __init__(self, model: nn.Module, learning_rate: float, warmup_steps: int, weight_decay: float) -> None:
+    The prediction head runs only at the targets (about 15% of positions) instead of at every position:
+    its vocabulary-sized matmul is the single largest one in a small encoder.
+    """
+    hidden = model.bert(input_ids=input_ids).last_hidden_state  # (batch, seq, hidden); no mask: rows are full
+    targets = labels != IGNORE_INDEX  # (batch, seq)
+    logits = model.cls(hidden[targets])  # (n_targets, vocab)
+    return F.cross_entropy(logits.float(), labels[targets], reduction="sum")
+
+
+class MaskedLMModule(L.LightningModule):
+    """Masked-LM pretraining of a `BertForMaskedLM` on packed rows.
+
+    The loss is the mean over the targets of the whole global micro-batch: each rank divides its summed loss
+    by the global target count (known to every rank, the mask being drawn for the global batch) and multiplies
+    by the world size, which ddp's gradient averaging undoes. One process or many, the gradient is the same.
+    """
+
+    def __init__(self, model: nn.Module, learning_rate: float, warmup_steps: int, weight_decay: float, seed: int = 0) -> None:
         super().__init__()
         self.model = model
         self.learning_rate = learning_rate
         self.warmup_steps = warmup_steps
         self.weight_decay = weight_decay
-        self.tokens_seen = 0  # this process, this run (not restored on resume)
+        self.seed = seed
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # Labels are -100 except at masked positions, so the model's loss covers the targets only.
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from the global RNG: seed it from (seed, micro-batch, rank) so a resumed run continues
+        # with the numbers an uninterrupted one would have drawn.
+        micro = self.trainer.global_step * self.trainer.accumulate_grad_batches + batch_idx % self.trainer.accumulate_grad_batches
+        torch.manual_seed(derived_seed(self.seed, micro, self.global_rank, 3))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch)
-        self.tokens_seen += int(batch["attention_mask"].sum())
+        loss_sum = masked_lm_loss_sum(self.model, batch["input_ids"], batch["labels"])
+        loss = loss_sum * self.trainer.world_size / batch["global_targets"].clamp(min=1)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss = self(batch)
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].size(0))
+        n_targets = batch["global_targets"].clamp(min=1)
+        loss = masked_lm_loss_sum(self.model, batch["input_ids"], batch["labels"]) / n_targets
+        # Weighted by the batch's targets, the epoch mean is the mean over every validation target: the same
+        # number whatever the batch size (and so the number of devices).
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True, batch_size=int(n_targets))
 
     def configure_optimizers(self) -> dict[str, Any]:
         return adamw_with_schedule(

@@ -22,13 +22,13 @@ from typing import Any
 
 import pytorch_lightning as L
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
 from data_checks.io import DoclifeError, atomic_dir, atomic_path, read_json, write_json
 from lightning_modules.config import FinetuneConfig, PretrainConfig
 from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
-from lightning_modules.model import build_classifier, build_mlm, quiet_transformers
+from lightning_modules.model import build_classifier, build_mlm, encoder_flops_per_token, peak_flops, quiet_transformers
 from lightning_modules.modules import ClassifierModule, MaskedLMModule
 from lightning_modules.progress import ProgressLines
 from lightning_modules.snapshot import load_manifest
@@ -84,15 +84,25 @@ def _hash_files(*paths: Path) -> str:
 
 
 def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank: int) -> tuple[Path | None, int | None]:
-    """Return (last.ckpt, its step) when it belongs to this exact run; otherwise clear stale checkpoints.
+    """Return (checkpoint, its step) when one belongs to this exact run; otherwise clear stale checkpoints.
 
     The fingerprint leaves out only the length of training (max_steps / max_epochs), so raising it resumes.
     """
     last = checkpoint_dir / LAST_CHECKPOINT
     stored = checkpoint_dir / FINGERPRINT_FILE
-    if last.is_file() and stored.is_file() and read_json(stored) == fingerprint:
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        return last, int(state["global_step"])
+    if stored.is_file() and read_json(stored) == fingerprint:
+        # The readable checkpoint with the most steps: a kill -9 can tear the file being written, or stop the
+        # run between writing step=N.ckpt and refreshing last.ckpt.
+        found: list[tuple[int, Path]] = []
+        for path in checkpoint_dir.glob("*.ckpt"):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+                found.append((int(state["global_step"]), path))
+            except Exception as exc:  # a truncated file: any unpickling error
+                rank_zero_info(f"doclife: skipping unreadable checkpoint {path.name} ({type(exc).__name__})")
+        if found:
+            step, path = max(found, key=lambda item: (item[0], item[1].name == LAST_CHECKPOINT))
+            return path, step
     if rank == 0:
         if checkpoint_dir.exists():
             rank_zero_info(f"doclife: starting fresh, clearing checkpoints in {checkpoint_dir} that belong to another run")
@@ -103,6 +113,7 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank
 
 
 def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **limits: Any) -> L.Trainer:
+    # strategy "auto" is ddp as soon as there is more than one device; "fsdp" shards parameters instead.
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -138,13 +149,35 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 class CurveRecorder(Callback):
     """Per-step train loss (averaged over processes) and validation results; kept in the checkpoint.
 
-    `per_epoch` switches from one row per step to one row per epoch (mean train loss of the epoch).
+    `per_epoch` switches from one row per optimizer step to one row per epoch (mean train loss of the epoch).
+    With `pad_id` set, each step's row also gets the global tokens/s, non-pad tokens/s and, given the
+    training FLOPs per token and the devices' peak, the model FLOPs utilisation (MFU).
     """
 
-    def __init__(self, per_epoch: bool = False) -> None:
+    def __init__(
+        self,
+        per_epoch: bool = False,
+        pad_id: int | None = None,
+        flops_per_token: float | None = None,
+        peak_flops: float | None = None,
+    ) -> None:
         self.per_epoch = per_epoch
+        self.pad_id = pad_id
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops  # per device
         self.rows: list[dict[str, Any]] = []
         self._epoch_losses: list[float] = []
+        self._step_losses: list[float] = []
+        self._last_step = 0
+        self._run_start_step = 0
+        self._tokens = [0, 0]  # [all, non-pad] tokens of this process since the last optimizer step
+        self._clock = 0.0
+        # Steady-state totals of this run: steps after the first one (which pays for warm-up and compilation).
+        self.timed = {"seconds": 0.0, "tokens": 0, "nonpad_tokens": 0, "steps": 0}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = self._run_start_step = trainer.global_step
+        self._clock = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -152,8 +185,41 @@ class CurveRecorder(Callback):
         loss = float(trainer.strategy.reduce(loss.detach(), reduce_op="mean"))
         if self.per_epoch:
             self._epoch_losses.append(loss)
-        else:
-            self.rows.append({"step": trainer.global_step, "train_loss": round(loss, 6)})
+            return
+        self._step_losses.append(loss)
+        if self.pad_id is not None:
+            ids = batch["input_ids"]
+            self._tokens[0] += ids.numel()
+            self._tokens[1] += int((ids != self.pad_id).sum())
+        if trainer.global_step == self._last_step:
+            return  # still accumulating gradients towards the next optimizer step
+        row: dict[str, Any] = {"step": trainer.global_step, "train_loss": round(sum(self._step_losses) / len(self._step_losses), 6)}
+        self._step_losses = []
+        if self.pad_id is not None:
+            row |= self._throughput(trainer, first=self._last_step == self._run_start_step)
+            pl_module.log("tok/s", float(row["tokens_per_s"]), prog_bar=True, on_step=True, on_epoch=False)
+        self._last_step = trainer.global_step
+        self.rows.append(row)
+
+    def _throughput(self, trainer: L.Trainer, first: bool) -> dict[str, Any]:
+        now = time.perf_counter()
+        seconds, self._clock = now - self._clock, now
+        # Ranks run the same shapes in lockstep: global tokens = this rank's x world size.
+        tokens, nonpad = (n * trainer.world_size for n in self._tokens)
+        self._tokens = [0, 0]
+        if not first:
+            self.timed["seconds"] += seconds
+            self.timed["tokens"] += tokens
+            self.timed["nonpad_tokens"] += nonpad
+            self.timed["steps"] += 1
+        mfu = None
+        if self.flops_per_token and self.peak_flops:
+            mfu = round(tokens * self.flops_per_token / seconds / (self.peak_flops * trainer.world_size), 4)
+        return {
+            "tokens_per_s": round(tokens / seconds, 1),
+            "nonpad_tokens_per_s": round(nonpad / seconds, 1),
+            "mfu": mfu,
+        }
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -178,12 +244,39 @@ class CurveRecorder(Callback):
             self.rows[-1]["val_loss"] = val_loss
         else:
             self.rows.append({"step": trainer.global_step, "train_loss": None, "val_loss": val_loss})
+        # Validation time is not training time: restart the throughput clock after it.
+        self._clock = time.perf_counter()
+
+    def steady_rates(self) -> dict[str, float | None]:
+        """Tokens/s and non-pad tokens/s over this run's steps after the first."""
+        seconds = self.timed["seconds"]
+        if not seconds:
+            return {"tokens_per_second": None, "nonpad_tokens_per_second": None}
+        return {
+            "tokens_per_second": round(self.timed["tokens"] / seconds, 1),
+            "nonpad_tokens_per_second": round(self.timed["nonpad_tokens"] / seconds, 1),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class SaveOnException(Callback):
+    """Save `last.ckpt` when training stops on a Python exception (kill -9 is covered by the periodic saves).
+
+    Lightning's OnExceptionCheckpoint would do the same, but its presence turns `fit(ckpt_path=None)` into
+    `fit(ckpt_path="last")`; the resume decision here is ours (`_prepare_checkpoints`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        rank_zero_info(f"doclife: stopped by {type(exception).__name__} at step {trainer.global_step}; saved {self.path}")
 
 
 class LastCheckpointEachEpoch(Callback):
@@ -201,9 +294,10 @@ class LastCheckpointEachEpoch(Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
-def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path) -> None:
+def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Hugging Face format (config, safetensors, tokenizer); `state_dict` overrides the module's own weights."""
     with atomic_dir(model_dir) as tmp, quiet_transformers():
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))
 
 
@@ -267,21 +361,32 @@ def _pretrain(
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MaskedLMDataModule(snapshot_dir, tokenizer, cfg.max_length, cfg.batch_size, cfg.mask_probability, cfg.seed)
-    module = MaskedLMModule(
-        build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id),
-        cfg.learning_rate,
-        cfg.warmup_steps,
-        cfg.weight_decay,
+    network = build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    module = MaskedLMModule(network, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay, seed=cfg.seed)
+    if cfg.compile:
+        # In place: parameter names (and so checkpoints and the export) stay those of the plain module.
+        network.bert.compile()
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    curve = CurveRecorder(
+        pad_id=tokenizer.pad_token_id,
+        flops_per_token=encoder_flops_per_token(network.config, cfg.max_length, cfg.mask_probability),
+        peak_flops=peak_flops(torch.cuda.get_device_name(), cfg.precision) if on_gpu else None,
     )
-    curve = CurveRecorder()
-    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_train_steps=cfg.checkpoint_every_n_steps)
+    # Saved when each validation (every checkpoint_every_n_steps steps) ends, so the checkpoint's curve holds
+    # that validation's loss; Lightning runs checkpoint callbacks after the others. The train loader has no
+    # end, so the run stays in epoch 0 and "every epoch" means every validation.
+    checkpoints = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_epochs=1, save_on_train_epoch_end=False)
     trainer = _trainer(
         cfg,
-        [checkpoints, curve],
+        # A Python exception (not kill -9, which the periodic checkpoints cover) saves last.ckpt on the way out.
+        [checkpoints, SaveOnException(checkpoint_dir / LAST_CHECKPOINT), curve],
         max_steps=cfg.max_steps,
-        # Validate on a step schedule across epochs (not once per epoch), at the checkpoint interval.
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        # The train batches shard themselves across ranks (see PackedMLMBatches).
+        use_distributed_sampler=False,
+        # Validate on a step schedule (the train loader has no end), at the checkpoint interval.
         check_val_every_n_epoch=None,
-        val_check_interval=min(cfg.checkpoint_every_n_steps, cfg.max_steps),
+        val_check_interval=min(cfg.checkpoint_every_n_steps, cfg.max_steps) * cfg.accumulate_grad_batches,
         log_every_n_steps=10,
     )
     fit_started = time.perf_counter()
@@ -294,26 +399,38 @@ def _pretrain(
     # resumes from exactly here.
     trainer.save_checkpoint(checkpoint_dir / LAST_CHECKPOINT, weights_only=False)
 
-    tokens = trainer.strategy.reduce(torch.tensor(float(module.tokens_seen), device=module.device), reduce_op="sum")
     steps_this_run = trainer.global_step - (resumed_from or 0)
     train_tail = [r["train_loss"] for r in curve.rows if r.get("train_loss") is not None][-10:]
+    mfus = [r["mfu"] for r in curve.rows[-max(1, steps_this_run - 1) :] if r.get("mfu") is not None]
     metrics = {
         "train_loss": round(sum(train_tail) / len(train_tail), 6) if train_tail else None,
         "val_loss": curve.rows[-1].get("val_loss") if curve.rows else _metric(trainer, "val_loss"),
         "steps": trainer.global_step,
         "steps_this_run": steps_this_run,
         "resumed_from_step": resumed_from,
-        "tokens_per_second": round(float(tokens) / fit_seconds, 1) if fit_seconds > 0 else None,
+        # Global rates over this run's steps after the first (warm-up), validation excluded.
+        **curve.steady_rates(),
+        "mfu": round(sum(mfus) / len(mfus), 4) if mfus else None,
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "packed_rows": len(data.train_rows),
+        "global_batch_rows": cfg.batch_size * trainer.world_size * cfg.accumulate_grad_batches,
         "fit_seconds": round(fit_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "world_size": trainer.world_size,
         "snapshot": manifest["snapshot"],
         "content_sha256": manifest["content_sha256"],
     }
+    # A collective call: under fsdp it gathers the shards, and rank 0 receives the full weights.
+    full_state = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
-        _export(module.model, tokenizer, Path(model_dir))
+        weights = {name.removeprefix("model."): tensor for name, tensor in full_state.items()}
+        _export(module.model, tokenizer, Path(model_dir), weights)
         write_json(metrics_path, metrics)
-        _write_csv(Path(curve_path), ["step", "train_loss", "val_loss"], curve.rows)
+        _write_csv(
+            Path(curve_path),
+            ["step", "train_loss", "val_loss", "tokens_per_s", "nonpad_tokens_per_s", "mfu"],
+            curve.rows,
+        )
     return metrics
 
 
@@ -386,7 +503,9 @@ def _finetune(
         # Save when validation ends, i.e. before LastCheckpointEachEpoch, so last.ckpt knows the best epoch.
         save_on_train_epoch_end=False,
     )
-    callbacks = [checkpoints, curve, LastCheckpointEachEpoch(checkpoint_dir / LAST_CHECKPOINT)]
+    # Early stopping sits before the last-checkpoint callback, so last.ckpt records that it stopped.
+    stopping = EarlyStopping(monitor="val_macro_f1", mode="max", patience=cfg.patience)
+    callbacks = [checkpoints, curve, stopping, LastCheckpointEachEpoch(checkpoint_dir / LAST_CHECKPOINT)]
     trainer = _trainer(cfg, callbacks, max_epochs=cfg.max_epochs, log_every_n_steps=10)
     fit_started = time.perf_counter()
     # Our own checkpoints hold callback state (the curve), so they load with weights_only=False.

@@ -1,4 +1,7 @@
-"""Two-process DDP pretraining on the CPU (gloo), launched the way the CLI is: as a script Lightning re-runs."""
+"""Two-process DDP pretraining on the CPU (gloo), launched the way the CLI is: as a script Lightning re-runs.
+
+With the same global batch (2 x 8 rows vs 1 x 16), two processes follow the one-process run step for step.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from lightning_modules.config import TokenizeConfig
 from lightning_modules.synthetic import make_snapshot
@@ -27,32 +33,47 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
     script.write_text(
         textwrap.dedent(
             f"""
+            import sys
             from pathlib import Path
             from lightning_modules.config import PretrainConfig
             from lightning_modules.train import pretrain
 
-            root = Path({str(tmp_path)!r})
+            root, devices = Path({str(tmp_path)!r}), int(sys.argv[1])
+            out = root / f"run{{devices}}"
             cfg = PretrainConfig(
-                hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32, batch_size=16,
-                max_steps=6, warmup_steps=2, checkpoint_every_n_steps=3,
-                accelerator="cpu", devices=2, strategy="ddp",
+                hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32,
+                batch_size=16 // devices, max_steps=8, warmup_steps=2, checkpoint_every_n_steps=4,
+                accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
             )
-            metrics = pretrain(cfg, root / "snapshot", root / "tokenizer", root / "model", root / "ckpt",
-                               root / "metrics.json", root / "curve.csv")
+            metrics = pretrain(cfg, root / "snapshot", root / "tokenizer", out / "model", out / "ckpt",
+                               out / "metrics.json", out / "curve.csv")
             print("DOCLIFE_WORLD_SIZE", metrics["world_size"], flush=True)
             """
         )
     )
     env = os.environ | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, str(script)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-4000:]
+    logs = {}
+    for devices in (2, 1):
+        done = subprocess.run(
+            [sys.executable, str(script), str(devices)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        )
+        logs[devices] = done.stdout + done.stderr
+        assert done.returncode == 0, logs[devices][-4000:]
+    log = logs[2]
     assert "Starting with 2 processes" in log or "MEMBER: 2/2" in log
     assert log.count("DOCLIFE_WORLD_SIZE 2") == 2  # both ranks finished
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["steps"] == 6
-    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "model" / "tokenizer.json").is_file()
-    assert (tmp_path / "curve.csv").read_text().startswith("step,train_loss,val_loss")
-    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+    two, one = tmp_path / "run2", tmp_path / "run1"
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps"] == 8 and metrics["global_batch_rows"] == 16
+    assert (two / "model" / "config.json").is_file() and (two / "model" / "tokenizer.json").is_file()
+    assert (two / "ckpt" / "last.ckpt").is_file()
+
+    # Same rows, same masks, loss normalised by the global target count: the curves agree step by step up to
+    # float32 summation order (all-reduce vs one matmul), and so do the weights.
+    curves = {n: pd.read_csv(d / "curve.csv") for n, d in ((1, one), (2, two))}
+    assert curves[1]["step"].tolist() == curves[2]["step"].tolist() == list(range(1, 9))
+    assert (curves[1]["train_loss"] - curves[2]["train_loss"]).abs().max() < 1e-4
+    assert (curves[1]["val_loss"] - curves[2]["val_loss"]).abs().max() < 1e-4
+    w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5, msg=name)

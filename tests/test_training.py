@@ -17,7 +17,7 @@ import torch
 
 from data_checks.io import DoclifeError
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
-from lightning_modules.data import IGNORE_INDEX, MaskedLMDataModule, mask_tokens, pad_ids
+from lightning_modules.data import IGNORE_INDEX, MaskedLMDataModule, PackedMLMBatches, mask_tokens, pack_documents, pad_ids
 from lightning_modules.evaluate import predict_proba
 from lightning_modules.modules import warmup_then_linear_decay
 from lightning_modules.synthetic import LABELS, make_snapshot
@@ -100,21 +100,53 @@ def test_masking_always_has_a_target() -> None:
         assert (labels != IGNORE_INDEX).sum() >= 1 and labels[0, 1] == 10
 
 
-def test_collate_pads_to_longest_not_max_length(workspace: dict[str, Path]) -> None:
+def test_packing_fills_every_row() -> None:
+    docs = [[2, 10, 11, 3], [2, 12, 3], [2, 13, 14, 15, 16, 17, 3], [2, 18, 3]]
+    rows = pack_documents(docs, row_length=5)
+    stream = [t for d in docs for t in d]
+    assert rows.shape == (3, 5)  # 16 tokens -> 3 full rows, the 1-token tail dropped
+    assert rows.flatten().tolist() == stream[:15]
+
+
+def _masking() -> dict:
+    return {"special_ids": SPECIALS, "mask_id": MASK_ID, "vocab_size": VOCAB, "probability": 0.15}
+
+
+def test_packed_batches_are_a_function_of_seed_and_micro_batch_not_of_world_size() -> None:
+    rows = torch.randint(5, VOCAB, (40, 16), generator=torch.Generator().manual_seed(0))
+    one = PackedMLMBatches(rows, batch_size=8, rank=0, world_size=1, seed=3, masking=_masking())
+    two = [PackedMLMBatches(rows, batch_size=4, rank=r, world_size=2, seed=3, masking=_masking()) for r in (0, 1)]
+    assert len(one) == 5  # 40 rows // 8 per global micro-batch
+    for m in (0, 4, 5, 12):  # inside the first epoch and in later ones (a fresh row order each epoch)
+        whole = one[m]
+        halves = [ds[m] for ds in two]
+        assert torch.equal(torch.cat([h["input_ids"] for h in halves]), whole["input_ids"])
+        assert torch.equal(torch.cat([h["labels"] for h in halves]), whole["labels"])
+        assert int(halves[0]["global_targets"]) == int(whole["global_targets"]) == int((whole["labels"] != IGNORE_INDEX).sum())
+    # A fresh dataset (a resumed run) reproduces micro-batch 7 exactly; other micro-batches differ.
+    again = PackedMLMBatches(rows, batch_size=8, rank=0, world_size=1, seed=3, masking=_masking())
+    assert torch.equal(again[7]["input_ids"], one[7]["input_ids"])
+    assert not torch.equal(one[6]["labels"], one[7]["labels"])
+    # Every row of epoch 0 is used once before epoch 1 starts.
+    used = torch.cat([one[m]["labels"].where(one[m]["labels"] != IGNORE_INDEX, one[m]["input_ids"]) for m in range(5)])
+    assert sorted(map(tuple, used.tolist())) == sorted(map(tuple, rows.tolist()))
+
+
+def test_datamodule_packs_without_padding(workspace: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(workspace["tokenizer"]))
     data = MaskedLMDataModule(workspace["snapshot"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
     data.setup("fit")
-    assert max(len(s) for s in data.train_ids) <= 32
-    batch = data.collate([[2, 10, 11, 3], [2, 12, 3]])
-    assert batch["input_ids"].shape == (2, 4)
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
-    assert batch["labels"][1, 3] == IGNORE_INDEX
+    assert data.train_rows.shape[1] == 32 and len(data.train_rows) > 0
+    assert not (data.train_rows == tok.pad_token_id).any(), "packed rows hold no padding"
+    # Every training document is in there: one [CLS] per document, counting a possibly dropped tail.
+    n_cls = int((data.train_rows == tok.cls_token_id).sum())
+    assert data.n_train_docs - 2 <= n_cls <= data.n_train_docs
     # The fixed validation mask is reproducible.
     again = MaskedLMDataModule(workspace["snapshot"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
     again.setup("fit")
-    assert again.val_items == data.val_items
+    assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(again.val_batches, data.val_batches))
 
 
 def test_warmup_then_linear_decay() -> None:
@@ -143,9 +175,13 @@ def test_pretrain_writes_model_metrics_and_curve(workspace: dict[str, Path]) -> 
     metrics = json.loads(workspace["pretrain_metrics"].read_text())
     assert metrics["steps"] == 10 and metrics["resumed_from_step"] is None
     assert metrics["tokens_per_second"] > 0 and metrics["snapshot"].startswith("snap-")
+    # Packed rows: every token the model sees is a real one.
+    assert metrics["nonpad_tokens_per_second"] == metrics["tokens_per_second"]
+    assert metrics["mfu"] is None  # no known peak FLOP/s on a CPU
     assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["val_loss"])
     curve = pd.read_csv(workspace["root"] / "pre.csv")
-    assert list(curve.columns) == ["step", "train_loss", "val_loss"]
+    assert list(curve.columns) == ["step", "train_loss", "val_loss", "tokens_per_s", "nonpad_tokens_per_s", "mfu"]
+    assert (curve["tokens_per_s"] > 0).all()
     assert curve["step"].tolist() == list(range(1, 11))
     assert curve["val_loss"].notna().sum() == 2  # at steps 5 and 10
     model = AutoModelForMaskedLM.from_pretrained(str(workspace["pretrained"]), local_files_only=True)
@@ -247,3 +283,30 @@ def test_finetune_ignores_rows_with_unlisted_labels(workspace: dict[str, Path], 
     assert metrics["n_train"] + metrics["n_validation"] + metrics["n_ignored_rows"] == len(fit_rows)
     _, labels = predict_proba(tmp_path / "model", ["足球"])
     assert labels == ["sports", "technology", "food"]
+
+
+def test_pretrain_saves_on_exception_and_resumes_from_there(
+    workspace: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_modules.train as train_module
+    from lightning_modules.modules import MaskedLMModule
+
+    class Crashing(MaskedLMModule):
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            if self.trainer.global_step == 3:
+                raise RuntimeError("simulated crash")
+            return super().training_step(batch, batch_idx)
+
+    def run() -> dict:
+        return pretrain(
+            replace(TINY, max_steps=6, checkpoint_every_n_steps=100), workspace["snapshot"], workspace["tokenizer"],
+            tmp_path / "model", tmp_path / "ckpt", tmp_path / "m.json", tmp_path / "c.csv",
+        )
+
+    monkeypatch.setattr(train_module, "MaskedLMModule", Crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run()
+    assert torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["global_step"] == 3
+    monkeypatch.setattr(train_module, "MaskedLMModule", MaskedLMModule)
+    metrics = run()
+    assert metrics["resumed_from_step"] == 3 and metrics["steps"] == 6
