@@ -12,8 +12,10 @@ import pandas as pd
 
 from data_checks.io import write_json, write_parquet
 
-CORPUS = Path(os.environ.get("DOCLIFE_BENCH_CORPUS", "/work/shared/datasets/online_shopping_10_cats.csv"))
 RESULTS = Path(__file__).resolve().parent / "results"
+# The reference corpora live beside the checkout, in ../shared/datasets; they are read there, never copied.
+DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+CORPUS = Path(os.environ.get("DOCLIFE_BENCH_CORPUS", DATASETS / "online_shopping_10_cats.csv"))
 
 
 def require_corpus() -> pd.DataFrame:
