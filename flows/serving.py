@@ -113,17 +113,10 @@ def _serve_sample(model_dir: Path, sample: Path, report: Path) -> None:
     """The fresh process: load once, then predict one document per call as a server would."""
     started = time.perf_counter()
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from lightning_modules.model import quiet_transformers
+    from lightning_modules.evaluate import load_exported
 
-    if not (model_dir / "config.json").is_file():
-        raise DoclifeError(f"{model_dir}: not an exported model (no config.json)")
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = int(model.config.max_position_embeddings)
+    tokenizer, model, labels, max_length = load_exported(model_dir)
     load_seconds = time.perf_counter() - started
     texts = json.loads(sample.read_text(encoding="utf-8"))
     latencies, predicted = [], []

@@ -30,8 +30,8 @@ def _r(value: float | torch.Tensor) -> float:
     return round(float(value), 6)
 
 
-def predict_proba(model_dir: Path, texts: list[str], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities (n, C) for `texts` from an exported model dir, and the label of each column."""
+def load_exported(model_dir: Path) -> tuple[Any, Any, list[str], int]:
+    """An exported Hugging Face classifier, offline: (tokenizer, model in eval mode, labels, max length)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = Path(model_dir)
@@ -41,7 +41,12 @@ def predict_proba(model_dir: Path, texts: list[str], batch_size: int = 128) -> t
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = int(model.config.max_position_embeddings)
+    return tokenizer, model, labels, int(model.config.max_position_embeddings)
+
+
+def predict_proba(model_dir: Path, texts: list[str], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities (n, C) for `texts` from an exported model dir, and the label of each column."""
+    tokenizer, model, labels, max_length = load_exported(model_dir)
     chunks: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
