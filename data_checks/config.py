@@ -42,7 +42,7 @@ class SampleConfig:
 
 @dataclass
 class IngestConfig:
-    """How to read the raw corpus into the canonical table (doc_id, text, label, split, source_row)."""
+    """How to read the raw corpus into the canonical table (doc_id, text, label, split, source, source_row)."""
 
     source: str = "data/raw/sample.csv"
     """Path of the raw corpus: CSV, TSV, JSONL or Parquet."""
@@ -56,6 +56,8 @@ class IngestConfig:
     """Column holding a unique document id; None derives the id from the text."""
     split_column: str | None = None
     """Column holding train/validation/test; None assigns splits from a hash of the text."""
+    source_column: str | None = None
+    """Column naming where each document came from (a site, a feed); None uses the source file's name."""
     validation_fraction: float = 0.1
     """Share of documents hashed into the validation split (when split_column is None)."""
     test_fraction: float = 0.1

@@ -19,7 +19,7 @@ import pandas as pd
 from data_checks.config import SPLITS, IngestConfig
 from data_checks.io import DoclifeError, write_parquet
 
-CANONICAL_COLUMNS = ("doc_id", "text", "label", "split", "source_row")
+CANONICAL_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _SPLIT_ALIASES = {
@@ -185,7 +185,7 @@ def _column_ids(source: Path, column: str, values: pd.Series) -> pd.Series:
 
 
 def read_source(cfg: IngestConfig, source: Path) -> pd.DataFrame:
-    """Read `source` into the canonical table (doc_id, text, label, split, source_row); one row per input row."""
+    """Read `source` into the canonical table (doc_id, text, label, split, source, source_row); one row per input row."""
     source = Path(source)
     if not source.exists():
         raise DoclifeError(f"{source}: file not found")
@@ -223,12 +223,15 @@ def read_source(cfg: IngestConfig, source: Path) -> pd.DataFrame:
     else:
         split = hash_splits(texts, source_row, cfg.validation_fraction, cfg.test_fraction)
 
+    # Where each document came from: the gate slices its test metrics by it.
+    origin = column(cfg.source_column, "source") if cfg.source_column else pd.Series([source.name] * len(raw))
     frame = pd.DataFrame(
         {
             "doc_id": doc_id.astype(object),
             "text": texts.astype(object),
             "label": labels.astype(object),
             "split": split.astype(object),
+            "source": origin.fillna("").astype(object),
             "source_row": source_row,
         }
     )

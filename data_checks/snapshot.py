@@ -17,7 +17,7 @@ from data_checks.config import SPLITS
 from data_checks.io import DoclifeError, atomic_dir, read_json, write_json, write_parquet
 
 CONTENT_COLUMNS = ("doc_id", "text", "label", "split")
-SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source_row")
+SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
 CORPUS_FILE = "corpus.parquet"
 MANIFEST_FILE = "manifest.json"
 

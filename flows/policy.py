@@ -70,7 +70,7 @@ class BootstrapPolicy:
 class SlicePolicy:
     """Per-slice no-regression against the champion."""
 
-    dimensions: tuple[str, ...] = ("label", "script", "length")
+    dimensions: tuple[str, ...] = ("label", "script", "length", "source")
     """Slice the test split by: label, script (han/latin/mixed/other), length (bucket of characters) and
     source (a `source` column of the snapshot; its absence fails the gate when asked for)."""
     metric: str = "accuracy"

@@ -1,4 +1,4 @@
-"""Reading a data snapshot: `corpus.parquet` (doc_id, text, label, split, source_row) and `manifest.json`."""
+"""Reading a data snapshot: `corpus.parquet` (doc_id, text, label, split, source, source_row) and `manifest.json`."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def make_snapshot(out_dir: Path, n_docs: int = 200, seed: int = 0, labels: list[
         draw = rng.random()
         split = "train" if draw < 0.8 else ("validation" if draw < 0.9 else "test")
         doc_id = hashlib.sha256(f"{i}:{text}".encode()).hexdigest()[:16]
-        rows.append({"doc_id": doc_id, "text": text, "label": label, "split": split, "source_row": i})
+        rows.append({"doc_id": doc_id, "text": text, "label": label, "split": split, "source": "synthetic", "source_row": i})
     frame = pd.DataFrame(rows)
     content = hashlib.sha256(frame.to_json(orient="records", force_ascii=False).encode()).hexdigest()
     out_dir = Path(out_dir)

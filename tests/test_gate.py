@@ -6,6 +6,7 @@ stubbed, except where loading is the point (tests/test_serving.py runs the real 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -273,7 +274,11 @@ def test_a_missing_metric_fails_its_checks():
     assert "roc_auc missing" in verdict.reason
 
 
-def test_a_slice_dimension_that_cannot_be_computed_fails_the_gate(lab):
+def test_a_slice_dimension_that_cannot_be_computed_fails_the_gate(tmp_path, snapshot):
+    # A snapshot written before documents carried their source has no `source` column to slice by.
+    old = shutil.copytree(snapshot, tmp_path / "old-snapshot")
+    pd.read_parquet(old / "corpus.parquet").drop(columns="source").to_parquet(old / "corpus.parquet", index=False)
+    lab = Lab(tmp_path / "lab", old)
     cfg = replace(BASE, slices=replace(BASE.slices, dimensions=("label", "source")))
     verdict = lab.run(lab.wrong(0.1, seed=1), cfg)
     assert verdict["promoted"] == 0 and failed(verdict) == ["slice:source"]

@@ -67,6 +67,15 @@ def test_configurable_id_split_and_no_label(tmp_path: Path) -> None:
     assert frame["label"].isna().all()
 
 
+def test_source_is_the_file_name_or_a_configured_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "reviews.csv", ROWS, "csv")
+    assert set(read_source(CFG, path)["source"]) == {"reviews.csv"}
+    by_part = read_source(IngestConfig(text_column="body", label_column="topic", source_column="part"), path)
+    assert by_part["source"].tolist() == [r["part"] for r in ROWS]
+    with pytest.raises(DoclifeError, match="reviews.csv: no source column 'site'"):
+        read_source(IngestConfig(text_column="body", source_column="site"), path)
+
+
 def test_numeric_labels_become_strings(tmp_path: Path) -> None:
     rows = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}, {"text": "meh", "label": None}]
     csv_path = tmp_path / "n.csv"

@@ -20,6 +20,7 @@ def _validated(n: int = 30) -> pd.DataFrame:
             "text": [f"text number {i}" for i in range(n)],
             "label": [["food", "travel", "sports"][i % 3] for i in range(n)],
             "split": [splits[i % len(splits)] for i in range(n)],
+            "source": ["sample.csv"] * n,
             "source_row": pd.Series(range(n), dtype="int64"),
         }
     )
@@ -65,7 +66,7 @@ def test_manifest_and_sorted_corpus(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "snap") == manifest
     corpus = pd.read_parquet(tmp_path / "snap" / "corpus.parquet")
     assert corpus["doc_id"].tolist() == sorted(frame["doc_id"])
-    assert list(corpus.columns) == ["doc_id", "text", "label", "split", "source_row"]
+    assert list(corpus.columns) == ["doc_id", "text", "label", "split", "source", "source_row"]
     train = load_split(tmp_path / "snap", "train")
     assert len(train) == manifest["splits"]["train"] and set(train["split"]) == {"train"}
     with pytest.raises(DoclifeError, match="unknown split"):

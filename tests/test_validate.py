@@ -72,6 +72,7 @@ def _canonical(rows: list[dict]) -> pd.DataFrame:
             "text": frame["text"],
             "label": frame["label"].astype(object),
             "split": hash_splits(frame["text"], source_row, 0.1, 0.1),
+            "source": "crafted.csv",
             "source_row": source_row,
         }
     )
