@@ -73,7 +73,7 @@ def test_source_is_the_file_name_or_a_configured_column(tmp_path: Path) -> None:
     by_part = read_source(IngestConfig(text_column="body", label_column="topic", source_column="part"), path)
     assert by_part["source"].tolist() == [r["part"] for r in ROWS]
     with pytest.raises(DoclifeError, match="reviews.csv: no source column 'site'"):
-        read_source(IngestConfig(text_column="body", source_column="site"), path)
+        read_source(IngestConfig(text_column="body", label_column="topic", source_column="site"), path)
 
 
 def test_numeric_labels_become_strings(tmp_path: Path) -> None:
