@@ -48,6 +48,21 @@ class ValidationReport:
     def success(self) -> bool:
         return not self.failures
 
+    def summary(self) -> dict[str, Any]:
+        """Counts and rule outcomes, as every report of a validation (summary.json, `doclife check`) shows them."""
+        return {
+            "rows_in": len(self.validated) + len(self.quarantine),
+            "validated": len(self.validated),
+            "quarantined": len(self.quarantine),
+            "success": self.success,
+            "failures": self.failures,
+            "row_rules": self.row_rules,
+            "table_rules": self.table_rules,
+            "splits": {s: int((self.validated["split"] == s).sum()) for s in SPLITS},
+            "labels": {str(k): int(v) for k, v in self.validated["label"].value_counts().sort_index().items()},
+            "great_expectations_version": gx.__version__,
+        }
+
 
 def _quiet_gx() -> None:
     # GX logs configuration chatter at INFO/WARNING for every ephemeral context; users only need errors.
@@ -242,21 +257,12 @@ def validate(
 
     summary = {
         "ingested": str(ingested_path),
-        "rows_in": int(len(frame)),
-        "validated": int(len(report.validated)),
-        "quarantined": int(len(report.quarantine)),
-        "success": report.success,
-        "failures": report.failures,
-        "row_rules": report.row_rules,
-        "table_rules": report.table_rules,
-        "splits": {s: int((report.validated["split"] == s).sum()) for s in SPLITS},
-        "labels": {str(k): int(v) for k, v in report.validated["label"].value_counts().sort_index().items()},
+        **report.summary(),
         "outputs": {"validated": str(validated_path), "quarantine": str(quarantine_path)},
         "data_docs": str(Path(data_docs_dir) / "index.html"),
-        "great_expectations_version": gx.__version__,
     }
     # Nothing may vanish between the input and the two output tables.
-    assert summary["validated"] + summary["quarantined"] == summary["rows_in"], summary
+    assert summary["rows_in"] == len(frame), summary
     write_json(summary_path, summary)
     if not report.success:
         raise ValidationFailed(f"{ingested_path}: validation failed: {'; '.join(report.failures)}")

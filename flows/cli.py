@@ -132,6 +132,22 @@ def _serve(args: argparse.Namespace, at: Layout) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace, at: Layout) -> int:
+    from data_checks.check import check
+    from data_checks.config import IngestConfig, ValidateConfig
+
+    # Thresholds from the workspace's params.yaml when there is one; the reading of SOURCE from the flags.
+    rules = load_params(at.params).validate if at.params.is_file() else ValidateConfig()
+    reading = IngestConfig(source=args.source, text_column=args.text_column, label_column=args.label_column)
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    summary = check(Path(args.source), reading, rules, Path(args.out), labels)
+    print(json.dumps({k: summary[k] for k in ("source", "rows_in", "validated", "quarantined", "findings",
+                                              "success", "failures", "report", "data_docs")}, indent=2,
+                     ensure_ascii=False))
+    # Non-zero when a fail-severity rule failed, so scripts and CI can gate on a corpus.
+    return 0 if summary["success"] else 1
+
+
 def _status(args: argparse.Namespace, at: Layout) -> int:
     from flows.promote import champion_status
 
@@ -188,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--reason", help="why (recorded in the history; required with --force)")
     run = sub.add_parser("run", help="run the whole lifecycle as a Prefect flow")
     run.add_argument("--source", help="the corpus file to ingest (recorded as ingest.source in params.yaml)")
+    chk = sub.add_parser("check", help="validate any corpus file outside the pipeline; findings in OUT/report.parquet")
+    chk.add_argument("source", help="a CSV, TSV, JSONL or Parquet file (only read)")
+    chk.add_argument("--text-column", required=True)
+    chk.add_argument("--label-column", required=True)
+    chk.add_argument("--labels", help="the declared labels, comma-separated (default: the labels found in SOURCE)")
+    chk.add_argument("--out", required=True, help="directory for report.parquet, summary.json and data_docs/")
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
     for name, text in (("status", "show the current champion"), ("history", "every promotion decision, newest first")):
         cmd = sub.add_parser(name, help=text)
@@ -209,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             result = STAGE_COMMANDS[args.command](load_params(at.params), at)
             print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
             return 0
-        return {"run": _run, "serve": _serve, "status": _status, "history": _history,
+        return {"run": _run, "check": _check, "serve": _serve, "status": _status, "history": _history,
                 "predict": _predict}[args.command](args, at)
     except DoclifeError as exc:
         print(f"doclife {args.command}: error: {exc}", file=sys.stderr)

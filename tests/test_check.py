@@ -1,0 +1,58 @@
+"""`doclife check`: any corpus file validated outside the pipeline, one report row per finding."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from data_checks.io import read_json
+from flows.cli import main
+
+CLEAN = [f"a clean review, number {i}" for i in range(300)]
+
+
+def write_corpus(path, extra: list[dict]) -> None:
+    rows = [{"review": text, "cat": ("food", "travel")[i % 2]} for i, text in enumerate(CLEAN)] + extra
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def test_check_reports_each_finding_with_its_source_row(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the rules' default thresholds apply
+    source = tmp_path / "reviews.csv"
+    write_corpus(source, [
+        {"review": None, "cat": "food"},                                # row 300: missing text
+        {"review": "<div>great&nbsp;food</div>", "cat": "food"},        # row 301: HTML residue
+        {"review": "same words here", "cat": "food"},                   # rows 302, 303: conflicting labels
+        {"review": "same words here", "cat": "travel"},
+        {"review": "fine trip", "cat": "misc"},                         # row 304: not a declared label
+    ])
+    before = source.read_bytes()
+    code = main(["check", str(source), "--text-column", "review", "--label-column", "cat",
+                 "--labels", "food,travel", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr()
+    report = pd.read_parquet(tmp_path / "out/report.parquet")
+    assert list(report.columns) == ["source_row", "rule", "severity", "action", "detail"]
+    found = set(zip(report["source_row"], report["rule"]))
+    assert found == {(300, "text_missing"), (301, "html_residue"), (302, "duplicate_conflicting_label"),
+                     (303, "duplicate_conflicting_label"), (304, "label_unknown")}
+    assert set(report["action"]) == {"quarantine"}
+    summary = read_json(tmp_path / "out/summary.json")
+    assert (summary["rows_in"], summary["quarantined"], summary["findings"]) == (305, 5, 5)
+    assert (tmp_path / "out/data_docs/index.html").is_file()
+    assert source.read_bytes() == before
+    assert json.loads(capsys.readouterr().out)["success"] is True
+
+
+def test_check_exits_non_zero_when_a_fail_rule_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "reviews.csv"
+    write_corpus(source, [])
+    # A declared label with no rows at all fails the table rule `label_set`.
+    code = main(["check", str(source), "--text-column", "review", "--label-column", "cat",
+                 "--labels", "food,travel,books", "--out", str(tmp_path / "out")])
+    assert code == 1
+    report = pd.read_parquet(tmp_path / "out/report.parquet")
+    failed = report[report["severity"] == "fail"]
+    assert failed["rule"].tolist() == ["label_set"] and failed["source_row"].isna().all()
+    assert "label_set" in " ".join(json.loads(capsys.readouterr().out)["failures"])
