@@ -8,22 +8,18 @@ from typing import Any
 
 import pandas as pd
 
-from data_checks.io import DoclifeError, read_json
+from data_checks.io import DoclifeError
+from data_checks.snapshot import CORPUS_FILE, read_manifest
 
-CORPUS_FILE = "corpus.parquet"
-MANIFEST_FILE = "manifest.json"
 REQUIRED_COLUMNS = ("doc_id", "text", "label", "split")
 
 
 def load_manifest(snapshot_dir: Path) -> dict[str, Any]:
-    """The snapshot's manifest; it must name the snapshot and the content hash."""
-    path = Path(snapshot_dir) / MANIFEST_FILE
-    if not path.is_file():
-        raise DoclifeError(f"{path}: missing snapshot manifest (run the snapshot stage first)")
-    manifest = read_json(path)
+    """The snapshot's manifest (data_checks.snapshot.read_manifest); it must name the snapshot and its hash."""
+    manifest = read_manifest(snapshot_dir)
     for key in ("snapshot", "content_sha256"):
         if key not in manifest:
-            raise DoclifeError(f"{path}: manifest has no {key!r} field")
+            raise DoclifeError(f"{Path(snapshot_dir) / 'manifest.json'}: manifest has no {key!r} field")
     return manifest
 
 

@@ -312,6 +312,7 @@ def _load_tokenizer(path: Path) -> Any:
 # ---------------------------------------------------------------------------------------------- pretrain
 
 
+@_quiet_lightning()  # a context manager used as a decorator: the filters hold for the whole run
 def pretrain(
     cfg: PretrainConfig,
     snapshot_dir: Path,
@@ -326,19 +327,6 @@ def pretrain(
     Rank 0 writes the model (with its tokenizer) to `model_dir`, the metrics json and the loss curve CSV.
     Every process returns the metrics.
     """
-    with _quiet_lightning():
-        return _pretrain(cfg, snapshot_dir, tokenizer_dir, model_dir, checkpoint_dir, metrics_path, curve_path)
-
-
-def _pretrain(
-    cfg: PretrainConfig,
-    snapshot_dir: Path,
-    tokenizer_dir: Path,
-    model_dir: Path,
-    checkpoint_dir: Path,
-    metrics_path: Path,
-    curve_path: Path,
-) -> dict[str, Any]:
     started = time.perf_counter()
     snapshot_dir, tokenizer_dir, checkpoint_dir = Path(snapshot_dir), Path(tokenizer_dir), Path(checkpoint_dir)
     _set_threads(cfg.accelerator, cfg.devices)
@@ -437,6 +425,7 @@ def _pretrain(
 # ---------------------------------------------------------------------------------------------- finetune
 
 
+@_quiet_lightning()
 def finetune(
     cfg: FinetuneConfig,
     snapshot_dir: Path,
@@ -452,20 +441,6 @@ def finetune(
     Rows whose label is not in `labels` are ignored. Resumes from `checkpoint_dir` when it matches.
     Rank 0 writes the model (with its tokenizer) to `model_dir`, the metrics json and the per-epoch curve.
     """
-    with _quiet_lightning():
-        return _finetune(cfg, snapshot_dir, pretrained_dir, labels, model_dir, checkpoint_dir, metrics_path, curve_path)
-
-
-def _finetune(
-    cfg: FinetuneConfig,
-    snapshot_dir: Path,
-    pretrained_dir: Path,
-    labels: list[str],
-    model_dir: Path,
-    checkpoint_dir: Path,
-    metrics_path: Path,
-    curve_path: Path,
-) -> dict[str, Any]:
     started = time.perf_counter()
     snapshot_dir, pretrained_dir, checkpoint_dir = Path(snapshot_dir), Path(pretrained_dir), Path(checkpoint_dir)
     labels = list(labels)
