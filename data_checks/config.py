@@ -12,7 +12,7 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_LABELS = ("sports", "technology", "food", "travel")
 
 
-def _need(ok: bool, section: str, message: str) -> None:
+def need(ok: bool, section: str, message: str) -> None:
     # A bad setting is user input like any other: one line naming where it lives.
     if not ok:
         raise DoclifeError(f"params.yaml: {section}: {message}")
@@ -30,10 +30,10 @@ class SampleConfig:
     """Rows planted per defect kind (null text, HTML residue, mojibake, ...)."""
 
     def __post_init__(self) -> None:
-        _need(self.n_docs >= 1, "sample", f"n_docs must be >= 1, got {self.n_docs}")
-        _need(self.defects_per_kind >= 0, "sample", f"defects_per_kind must be >= 0, got {self.defects_per_kind}")
+        need(self.n_docs >= 1, "sample", f"n_docs must be >= 1, got {self.n_docs}")
+        need(self.defects_per_kind >= 0, "sample", f"defects_per_kind must be >= 0, got {self.defects_per_kind}")
         # Conflicting duplicates copy existing documents, so there must be enough of them to copy.
-        _need(
+        need(
             self.defects_per_kind <= self.n_docs,
             "sample",
             f"defects_per_kind ({self.defects_per_kind}) must not exceed n_docs ({self.n_docs})",
@@ -48,6 +48,8 @@ class IngestConfig:
     """Path of the raw corpus: CSV, TSV, JSONL or Parquet."""
     format: str = "auto"
     """auto (from the file extension) | csv | tsv | jsonl | parquet."""
+    header: bool = True
+    """CSV/TSV only: the first line names the columns; without a header columns are named "0", "1", ..."""
     text_column: str = "text"
     """Column holding the document text."""
     label_column: str | None = "label"
@@ -64,12 +66,12 @@ class IngestConfig:
     """Share of documents hashed into the test split (when split_column is None)."""
 
     def __post_init__(self) -> None:
-        _need(self.format in FORMATS, "ingest", f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        _need(bool(self.text_column), "ingest", "text_column must not be empty")
+        need(self.format in FORMATS, "ingest", f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        need(bool(self.text_column), "ingest", "text_column must not be empty")
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
-            _need(0.0 <= value < 1.0, "ingest", f"{name} must be in [0, 1), got {value}")
-        _need(
+            need(0.0 <= value < 1.0, "ingest", f"{name} must be in [0, 1), got {value}")
+        need(
             self.validation_fraction + self.test_fraction < 1.0,
             "ingest",
             "validation_fraction + test_fraction must leave rows for training",
@@ -86,30 +88,39 @@ class ValidateConfig:
     """Shortest accepted text, counted after stripping surrounding whitespace."""
     max_chars: int = 2000
     """Longest accepted text, counted after stripping surrounding whitespace."""
-    max_char_run: int = 8
-    """Longest accepted run of one repeated non-space character; longer runs count as spam."""
     max_rejected_fraction: float = 0.2
     """Table-level: the run fails when a larger share of the input rows is quarantined."""
     min_rows_per_split: int = 10
     """Table-level: every split must keep at least this many validated rows."""
+    min_label_share: float = 0.0
+    """Table-level class balance: every declared label holds at least this share of the validated rows."""
+    max_label_share: float = 1.0
+    """Table-level class balance: no label holds more than this share of the validated rows."""
+    chunk_rows: int = 100_000
+    """Rows measured at a time: memory for the per-row text work is bounded by it, not by the corpus."""
+    rules: dict[str, dict] = field(default_factory=dict)
+    """Per-rule overrides by rule name: {severity: fail|quarantine|warn|off, min_value, max_value}."""
 
     def __post_init__(self) -> None:
         self.labels = [str(label) for label in self.labels]
-        _need(len(self.labels) >= 1, "validate", "labels must name at least one label")
-        _need(len(set(self.labels)) == len(self.labels), "validate", f"labels contain duplicates: {self.labels}")
-        _need(self.min_chars >= 0, "validate", f"min_chars must be >= 0, got {self.min_chars}")
-        _need(
+        need(len(self.labels) >= 1, "validate", "labels must name at least one label")
+        need(len(set(self.labels)) == len(self.labels), "validate", f"labels contain duplicates: {self.labels}")
+        need(self.min_chars >= 0, "validate", f"min_chars must be >= 0, got {self.min_chars}")
+        need(
             self.max_chars >= max(self.min_chars, 1),
             "validate",
             f"max_chars ({self.max_chars}) must be >= min_chars ({self.min_chars}) and >= 1",
         )
-        _need(self.max_char_run >= 1, "validate", f"max_char_run must be >= 1, got {self.max_char_run}")
-        _need(
+        need(
             0.0 <= self.max_rejected_fraction <= 1.0,
             "validate",
             f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction}",
         )
-        _need(self.min_rows_per_split >= 0, "validate", f"min_rows_per_split must be >= 0, got {self.min_rows_per_split}")
+        need(self.min_rows_per_split >= 0, "validate", f"min_rows_per_split must be >= 0, got {self.min_rows_per_split}")
+        need(0.0 <= self.min_label_share <= self.max_label_share <= 1.0, "validate",
+             f"need 0 <= min_label_share ({self.min_label_share}) <= max_label_share ({self.max_label_share}) <= 1")
+        need(self.chunk_rows >= 1, "validate", f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        need(isinstance(self.rules, dict), "validate", "rules must map rule names to {severity, min_value, max_value}")
 
 
 @dataclass
@@ -120,4 +131,4 @@ class SnapshotConfig:
     """Name of the DVC remote the flow pushes snapshots to (defined in .dvc/config)."""
 
     def __post_init__(self) -> None:
-        _need(bool(self.remote), "snapshot", "remote must not be empty")
+        need(bool(self.remote), "snapshot", "remote must not be empty")

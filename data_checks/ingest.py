@@ -62,11 +62,12 @@ def _one_line(err: BaseException) -> str:
     return text[:300] or type(err).__name__
 
 
-def _read_delimited(source: Path, text: str, sep: str, fmt: str) -> pd.DataFrame:
+def _read_delimited(source: Path, text: str, sep: str, fmt: str, header: bool) -> pd.DataFrame:
     try:
         return pd.read_csv(
             io.StringIO(text),
             sep=sep,
+            header=0 if header else None,
             dtype=str,
             # Only a truly empty cell is missing: "NA", "null" or "None" are text a user may mean.
             keep_default_na=False,
@@ -201,7 +202,7 @@ def read_source(cfg: IngestConfig, source: Path) -> pd.DataFrame:
         text = _decode(source, source.read_bytes())
         if not text.strip():
             raise DoclifeError(f"{source}: empty file")
-        raw = _read_jsonl(source, text) if fmt == "jsonl" else _read_delimited(source, text, "," if fmt == "csv" else "\t", fmt)
+        raw = _read_jsonl(source, text) if fmt == "jsonl" else _read_delimited(source, text, "," if fmt == "csv" else "\t", fmt, cfg.header)
     raw.columns = [str(c) for c in raw.columns]
     if raw.empty:
         raise DoclifeError(f"{source}: no rows (columns: {', '.join(raw.columns)})")
@@ -212,8 +213,6 @@ def read_source(cfg: IngestConfig, source: Path) -> pd.DataFrame:
         return _as_strings(raw[name]).reset_index(drop=True)
 
     texts = column(cfg.text_column, "text")
-    # A byte-order mark inside a value (left by concatenating files) is invisible junk, never content.
-    texts = texts.where(texts.isna(), texts.str.lstrip("\ufeff"))
     labels = column(cfg.label_column, "label") if cfg.label_column else pd.Series([None] * len(raw), dtype=object)
     source_row = pd.Series(np.arange(len(raw), dtype=np.int64))
 

@@ -1,7 +1,9 @@
-"""Validate the ingested corpus with Great Expectations: quarantine bad rows, stop on an unfit corpus.
+"""Validate the cleaned corpus with Great Expectations: quarantine bad rows, warn, stop on an unfit corpus.
 
-Every ingested row ends up in exactly one of two tables: validated (passed every row rule) or
-quarantine (failed at least one, with the rule names in `reasons`). Nothing is dropped silently.
+Every row rule (data_checks/rulebook.py) is measured per row and checked by one GX expectation on its
+measure column. Every input row ends up in exactly one of two tables: validated (no quarantine- or
+fail-severity rule broken) or quarantine (with the broken rules' names in `reasons`). Warnings and
+quarantines alike are listed in the findings table, one row per (row, rule), with a detail.
 """
 
 from __future__ import annotations
@@ -12,21 +14,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from data_checks import expectations as ex
+from data_checks.clean import CleanConfig, clean_frame
 from data_checks.config import SPLITS, ValidateConfig
+from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
 from data_checks.ingest import CANONICAL_COLUMNS
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
+from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
 
 gx = ex.gx  # imported there, after GX analytics were switched off
 
 SITE_NAME = "doclife"
 INDEX_COLUMN = "doc_id"
+FINDING_COLUMNS = ("doc_id", "source_row", "rule", "severity", "action", "detail")
+# Rows a rule module's measures can point at (a kept copy, a leaked twin): shown in the finding's detail.
+_DROP_RULES = {"duplicate_exact"}
 
 
 class ValidationFailed(DoclifeError):
-    """A table-level rule failed: the corpus as a whole is unfit; all outputs were still written."""
+    """A fail-severity rule failed: the corpus as a whole is unfit; all outputs were still written."""
 
 
 @dataclass
@@ -34,15 +43,17 @@ class ValidationReport:
     """What one validation measured, before anything is written."""
 
     validated: pd.DataFrame
-    """Rows that passed every row rule (canonical columns)."""
+    """Rows that broke no quarantine- or fail-severity rule (canonical columns)."""
     quarantine: pd.DataFrame
-    """Rows that failed at least one row rule (canonical columns plus `reasons`)."""
+    """Rows that broke at least one (canonical columns plus `reasons` and `duplicate_of`)."""
+    findings: pd.DataFrame
+    """One row per (row, rule it broke) for every severity, plus one per failed table rule: FINDING_COLUMNS."""
     row_rules: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Per row rule: severity, description and how many rows failed it."""
+    """Per row rule: family, severity, description, bounds and how many rows broke it."""
     table_rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per table rule: severity, description, success, observed and expected values."""
     failures: list[str] = field(default_factory=list)
-    """One line per failed table rule: its name, observed and expected values."""
+    """One line per failed fail-severity rule: its name, observed and expected values."""
 
     @property
     def success(self) -> bool:
@@ -54,6 +65,7 @@ class ValidationReport:
             "rows_in": len(self.validated) + len(self.quarantine),
             "validated": len(self.validated),
             "quarantined": len(self.quarantine),
+            "warnings": int((self.findings["action"] == "warn").sum()),
             "success": self.success,
             "failures": self.failures,
             "row_rules": self.row_rules,
@@ -62,6 +74,27 @@ class ValidationReport:
             "labels": {str(k): int(v) for k, v in self.validated["label"].value_counts().sort_index().items()},
             "great_expectations_version": gx.__version__,
         }
+
+
+def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
+    """Every row rule with params.yaml's overrides applied (rules set to "off" included)."""
+    rules = core_rules(cfg)
+    names = [r.name for r in rules]
+    unknown = sorted(set(cfg.rules) - set(names))
+    if unknown:
+        raise DoclifeError(f"params.yaml: validate.rules: unknown rule(s) {', '.join(unknown)} (known: {', '.join(names)})")
+    return [r.configured(cfg.rules.get(r.name)) for r in rules]
+
+
+def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> pd.DataFrame:
+    """Every rule's measure column for every row, computed `chunk_rows` rows at a time."""
+    parts = []
+    for start in range(0, len(frame), cfg.chunk_rows):
+        chunk = frame.iloc[start : start + cfg.chunk_rows]
+        parts.append(fill_nan_float32(measure_core(chunk, labels)))
+    if not parts:
+        return fill_nan_float32(measure_core(frame, labels))
+    return pd.concat(parts)
 
 
 def _quiet_gx() -> None:
@@ -92,27 +125,20 @@ def _context(docs_dir: Path | None) -> Any:
 
 
 def _run_checkpoint(
-    context: Any, name: str, frame: pd.DataFrame, rules: list[ex.Rule], index_column: str, build_docs: bool
+    context: Any, name: str, frame: pd.DataFrame, expectations: list[Any], build_docs: bool,
+    result_format: dict[str, Any] | str = "SUMMARY",
 ) -> dict[str, Any]:
-    """Run `rules` as suite `name` on `frame` through a Checkpoint; return {rule name: GX result}."""
+    """Run `expectations` as suite `name` on `frame` through a Checkpoint; return {rule name: GX result}."""
     source = context.data_sources.add_or_update_pandas("doclife")
     batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[r.expectation for r in rules]))
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
     # The action renders this checkpoint's suite and results into the site and refreshes its index.
     actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[SITE_NAME])] if build_docs else []
     checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=name,
-            validation_definitions=[definition],
-            actions=actions,
-            # COMPLETE with an index column: every failing row comes back identified by its doc_id.
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [index_column]},
-        )
+        gx.Checkpoint(name=name, validation_definitions=[definition], actions=actions, result_format=result_format)
     )
     with warnings.catch_warnings():
-        # pandas warns that a regex has groups when GX matches with str.contains; the char_spam
-        # back-reference needs its group, and only the match is used.
         warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression")
         outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     results: dict[str, Any] = {}
@@ -127,60 +153,49 @@ def _run_checkpoint(
     return results
 
 
-def _failing_ids(result: Any, index_column: str) -> set[str]:
-    if result.success:
-        return set()
-    return {str(item[index_column]) for item in result.result.get("unexpected_index_list") or []}
-
-
 def _table_outcomes(
-    cfg: ValidateConfig, rows_in: int, validated: pd.DataFrame, results: dict[str, Any]
+    cfg: ValidateConfig, rows_in: int, validated: pd.DataFrame, labels: list[str] | None, results: dict[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Observed and expected values of each table rule, and a one-line message per failure."""
     min_rows = ex.min_validated_rows(cfg, rows_in)
-    labels = sorted({str(v) for v in validated["label"].dropna()})
-    missing = sorted(set(cfg.labels) - set(labels))
-    splits = ex.split_count_frame(validated)
-    per_split = dict(zip(splits["split"], (int(n) for n in splits["rows"]), strict=True))
+    found = sorted({str(v) for v in validated["label"].dropna()})
+    missing = sorted(set(labels or []) - set(found))
+    per_split = {s: int((validated["split"] == s).sum()) for s in SPLITS}
     small = [s for s, n in per_split.items() if n < cfg.min_rows_per_split]
+    shares = {name: round(float((validated["label"] == name).mean()) if len(validated) else 0.0, 6) for name in labels or []}
+    unbalanced = {k: v for k, v in shares.items() if not cfg.min_label_share <= v <= cfg.max_label_share}
     rejected = (rows_in - len(validated)) / rows_in if rows_in else 0.0
+    non_str = validated["text"].dropna().loc[lambda t: ~t.map(lambda v: isinstance(v, str)).astype(bool)]
     outcomes = {
-        "rejected_fraction": {
-            "observed": {"validated_rows": int(len(validated)), "rejected_fraction": round(rejected, 6)},
-            "expected": {"min_validated_rows": min_rows, "max_rejected_fraction": cfg.max_rejected_fraction},
-            "message": f"only {len(validated)} of {rows_in} rows passed the row rules "
-            f"(rejected {rejected:.1%}, max_rejected_fraction {cfg.max_rejected_fraction:g}, "
-            f"expected at least {min_rows} rows)",
-        },
-        "label_set": {
-            "observed": labels,
-            "expected": sorted(cfg.labels),
-            "message": f"declared label(s) {', '.join(missing) or '-'} have no validated rows "
-            f"(observed labels: {', '.join(labels) or 'none'}; expected: {', '.join(sorted(cfg.labels))})",
-        },
-        "split_min_rows": {
-            "observed": per_split,
-            "expected": {"min_rows_per_split": cfg.min_rows_per_split},
-            "message": "split(s) "
-            + ", ".join(f"{s} has {per_split[s]} rows" for s in small)
-            + f" (expected at least {cfg.min_rows_per_split} per split)",
-        },
+        "rejected_fraction": (
+            {"validated_rows": int(len(validated)), "rejected_fraction": round(rejected, 6)},
+            {"min_validated_rows": min_rows, "max_rejected_fraction": cfg.max_rejected_fraction},
+            f"only {len(validated)} of {rows_in} rows passed the row rules (rejected {rejected:.1%}, "
+            f"max_rejected_fraction {cfg.max_rejected_fraction:g}, expected at least {min_rows} rows)",
+        ),
+        "text_type": ({"non_string_texts": int(len(non_str))}, {"type": "str"},
+                      f"{len(non_str)} text value(s) are not strings"),
+        "label_set": (found, sorted(labels or []),
+                      f"declared label(s) {', '.join(missing) or '-'} have no validated rows "
+                      f"(observed labels: {', '.join(found) or 'none'}; expected: {', '.join(sorted(labels or []))})"),
+        "split_min_rows": (per_split, {"min_rows_per_split": cfg.min_rows_per_split},
+                           "split(s) " + ", ".join(f"{s} has {per_split[s]} rows" for s in small)
+                           + f" (expected at least {cfg.min_rows_per_split} per split)"),
+        "label_balance": (shares, {"min_label_share": cfg.min_label_share, "max_label_share": cfg.max_label_share},
+                          "label share(s) " + ", ".join(f"{k} {v:.3f}" for k, v in unbalanced.items())
+                          + f" outside [{cfg.min_label_share:g}, {cfg.max_label_share:g}]"),
     }
+    labelled = labels is not None
+    rules = {r.name: r for r in ex.table_rules(cfg, rows_in, labelled) + ex.count_rules(cfg, labelled)}
     table: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
-    rules = {r.name: r for r in ex.table_rules(cfg, rows_in) + ex.split_rules(cfg)}
     for name, rule in rules.items():
         ok = bool(results[name].success)
-        outcome = outcomes[name]
-        table[name] = {
-            "severity": rule.severity,
-            "description": rule.description,
-            "success": ok,
-            "observed": outcome["observed"],
-            "expected": outcome["expected"],
-        }
+        observed, expected, message = outcomes[name]
+        table[name] = {"severity": rule.severity, "description": rule.description, "success": ok,
+                       "observed": observed, "expected": expected}
         if not ok:
-            failures.append(f"{name}: {outcome['message']}")
+            failures.append(f"{name}: {message}")
     return table, failures
 
 
@@ -195,75 +210,148 @@ def _check_ingested(frame: pd.DataFrame, where: str) -> None:
         raise DoclifeError(f"{where}: split must be one of {', '.join(SPLITS)} (found {sorted(map(str, bad_splits))})")
 
 
-def validate_frame(
-    cfg: ValidateConfig, frame: pd.DataFrame, data_docs_dir: Path | None = None, where: str = "<frame>"
-) -> ValidationReport:
-    """Run the row and table rules on an ingested table; build Data Docs into `data_docs_dir` when given.
+def _action(rule: RowRule) -> str:
+    if rule.severity == WARN:
+        return "warn"
+    return "drop" if rule.name in _DROP_RULES else "quarantine"
 
-    `where` names the table in error messages (normally the ingested file).
+
+def _details(rule: RowRule, rows: pd.Index, frame: pd.DataFrame, measures: pd.DataFrame) -> list[str]:
+    """One detail per violating row: the observed value against the bound, or what the row points at."""
+    if rule.name == "duplicate_exact":
+        kept = frame.set_index("doc_id")["source_row"]
+        return [f"exact duplicate of doc {d} (source row {int(kept[d])}), dropped keep-first"
+                for d in frame.loc[rows, "duplicate_of"]]
+    bound = " and ".join(
+        f"{op} {v:g}" for op, v in ((">=", rule.min_value), ("<=", rule.max_value)) if v is not None
+    )
+    values = measures.loc[rows, rule.column].to_numpy()
+    return [f"{rule.name}: {rule.column} = {v:g}, expected {bound}" for v in values]
+
+
+def validate_frame(
+    cfg: ValidateConfig, frame: pd.DataFrame, data_docs_dir: Path | None = None, where: str = "<frame>",
+    labels: list[str] | None = None, labelled: bool = True,
+) -> ValidationReport:
+    """Run the row and table rules on an ingested (optionally cleaned) table; Data Docs into `data_docs_dir`.
+
+    `labels` is the declared label set (default: validate.labels); `labelled=False` checks an unlabelled
+    corpus, where the label rules do not apply. `where` names the table in error messages.
     """
     _check_ingested(frame, where)
     frame = frame.reset_index(drop=True)
+    if "duplicate_of" not in frame:
+        frame = frame.assign(duplicate_of=None)
+    labels = (list(labels) if labels is not None else list(cfg.labels)) if labelled else None
     rows_in = len(frame)
     context = _context(data_docs_dir)
     docs = data_docs_dir is not None
 
-    row_rules = ex.row_rules(cfg)
-    row_results = _run_checkpoint(context, "rows", ex.add_derived_columns(frame), row_rules, INDEX_COLUMN, docs)
-    ids = frame[INDEX_COLUMN].astype(str)
-    failed = pd.DataFrame({r.name: ids.isin(_failing_ids(row_results[r.name], INDEX_COLUMN)) for r in row_rules})
-    bad = failed.any(axis=1)
-    # "; "-joined names in rule order: readable in any viewer and a plain string column in Parquet.
-    reasons = failed.apply(lambda row: "; ".join(row.index[row]), axis=1) if rows_in else pd.Series(dtype=object)
+    rules = [r for r in rule_catalogue(cfg) if r.severity != OFF]
+    measures = measure_rows(frame, cfg, labels)
+    results = _run_checkpoint(context, "rows", measures.assign(doc_id=frame[INDEX_COLUMN].to_numpy()),
+                              [ex.row_expectation(r) for r in rules], docs)
+    broken = pd.DataFrame({r.name: r.violations(measures) for r in rules}, index=frame.index)
+    for rule in rules:
+        # GX and the mask apply the same bounds to the same column; a mismatch would be a defect here.
+        gx_count = int(results[rule.name].result.get("unexpected_count") or 0)
+        assert gx_count == int(broken[rule.name].sum()), (rule.name, gx_count, int(broken[rule.name].sum()))
 
-    validated = frame.loc[~bad].reset_index(drop=True)
-    quarantine = frame.loc[bad].assign(reasons=reasons[bad].astype(object)).reset_index(drop=True)
+    setting_aside = [r.name for r in rules if r.severity in (QUARANTINE, FAIL)]
+    bad = broken[setting_aside].any(axis=1) if setting_aside else pd.Series(False, index=frame.index)
+    names = np.array(setting_aside, dtype=object)
+    flags = broken[setting_aside].to_numpy()
+    reasons = pd.Series(["; ".join(names[row]) for row in flags], index=frame.index, dtype=object)
 
-    table_results = _run_checkpoint(context, "table", validated, ex.table_rules(cfg, rows_in), INDEX_COLUMN, docs)
-    split_results = _run_checkpoint(context, "splits", ex.split_count_frame(validated), ex.split_rules(cfg), "split", docs)
-    table, failures = _table_outcomes(cfg, rows_in, validated, {**table_results, **split_results})
+    finding_parts = []
+    for rule in rules:
+        rows = broken.index[broken[rule.name].to_numpy()]
+        if len(rows):
+            finding_parts.append(pd.DataFrame({
+                "doc_id": frame.loc[rows, "doc_id"].to_numpy(), "source_row": frame.loc[rows, "source_row"].to_numpy(),
+                "rule": rule.name, "severity": rule.severity, "action": _action(rule),
+                "detail": _details(rule, rows, frame, measures),
+            }))
+
+    canonical = list(CANONICAL_COLUMNS)
+    validated = frame.loc[~bad, canonical].reset_index(drop=True)
+    quarantine = frame.loc[bad, [*canonical, "duplicate_of"]].assign(reasons=reasons[bad]).reset_index(drop=True)
+
+    labelled = labels is not None
+    table_results = _run_checkpoint(context, "table", validated,
+                                    [r.expectation for r in ex.table_rules(cfg, rows_in, labelled)], docs)
+    count_results = _run_checkpoint(context, "counts", ex.count_frame(validated, labels),
+                                    [r.expectation for r in ex.count_rules(cfg, labelled)], docs)
+    table, failures = _table_outcomes(cfg, rows_in, validated, labels, {**table_results, **count_results})
+    for rule in rules:
+        count = int(broken[rule.name].sum())
+        if rule.severity == FAIL and count:
+            failures.append(f"{rule.name}: {count} row(s) break it ({rule.text}), e.g. source row "
+                            f"{int(frame.loc[broken[rule.name], 'source_row'].iloc[0])}")
+    failed_tables = pd.DataFrame([
+        {"doc_id": None, "source_row": pd.NA, "rule": name, "severity": t["severity"], "action": "warn",
+         "detail": f"{t['description']} (observed {t['observed']})"}
+        for name, t in table.items() if not t["success"]
+    ], columns=list(FINDING_COLUMNS))
+    findings = pd.concat([*finding_parts, failed_tables], ignore_index=True) if finding_parts else failed_tables
+    findings = findings.astype({"source_row": "Int64"}).sort_values(
+        ["source_row", "rule"], na_position="last", kind="stable").reset_index(drop=True)
+
     row_summary = {
-        r.name: {"severity": r.severity, "description": r.description, "failed_rows": int(failed[r.name].sum())}
-        for r in row_rules
+        r.name: {"family": r.family, "severity": r.severity, "description": r.text, "column": r.column,
+                 "min_value": r.min_value, "max_value": r.max_value, "failed_rows": int(broken[r.name].sum())}
+        for r in rules
     }
-    return ValidationReport(validated, quarantine, row_summary, table, failures)
+    return ValidationReport(validated, quarantine, findings, row_summary, table, failures)
 
 
 def validate(
     cfg: ValidateConfig,
-    ingested_path: Path,
+    cleaned_path: Path,
     validated_path: Path,
     quarantine_path: Path,
+    findings_path: Path,
     summary_path: Path,
     data_docs_dir: Path,
 ) -> dict:
-    """Validate the ingested table and write validated rows, quarantined rows, summary.json and Data Docs.
+    """Validate the cleaned table; write validated rows, quarantined rows, findings, summary.json and Data Docs.
 
-    Returns the summary. When a table rule fails, every output is still written (so the reasons can be
-    read) and then ValidationFailed is raised naming the ingested file and the failed rule(s).
+    Returns the summary. When a fail-severity rule fails, every output is still written (so the reasons
+    can be read) and then ValidationFailed is raised naming the input file and the failed rule(s).
     """
-    ingested_path = Path(ingested_path)
-    if not ingested_path.is_file():
-        raise DoclifeError(f"{ingested_path}: file not found (run the ingest stage first)")
+    cleaned_path = Path(cleaned_path)
+    if not cleaned_path.is_file():
+        raise DoclifeError(f"{cleaned_path}: file not found (run the clean stage first)")
     try:
-        frame = pd.read_parquet(ingested_path)
+        frame = pd.read_parquet(cleaned_path)
     except Exception as err:  # pyarrow raises many unrelated types for a damaged file
-        raise DoclifeError(f"{ingested_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+        raise DoclifeError(f"{cleaned_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
 
     with atomic_dir(data_docs_dir) as docs_tmp:
-        report = validate_frame(cfg, frame, docs_tmp, where=str(ingested_path))
+        report = validate_frame(cfg, frame, docs_tmp, where=str(cleaned_path))
     write_parquet(validated_path, report.validated)
     write_parquet(quarantine_path, report.quarantine)
+    write_parquet(findings_path, report.findings)
 
     summary = {
-        "ingested": str(ingested_path),
+        "input": str(cleaned_path),
         **report.summary(),
-        "outputs": {"validated": str(validated_path), "quarantine": str(quarantine_path)},
+        "outputs": {"validated": str(validated_path), "quarantine": str(quarantine_path), "findings": str(findings_path)},
         "data_docs": str(Path(data_docs_dir) / "index.html"),
     }
     # Nothing may vanish between the input and the two output tables.
     assert summary["rows_in"] == len(frame), summary
     write_json(summary_path, summary)
     if not report.success:
-        raise ValidationFailed(f"{ingested_path}: validation failed: {'; '.join(report.failures)}")
+        raise ValidationFailed(f"{cleaned_path}: validation failed: {'; '.join(report.failures)}")
     return summary
+
+
+def clean_and_validate(
+    validate_cfg: ValidateConfig, clean_cfg: CleanConfig, frame: pd.DataFrame, data_docs_dir: Path | None = None,
+    where: str = "<frame>", labels: list[str] | None = None, labelled: bool = True,
+) -> tuple[ValidationReport, pd.DataFrame]:
+    """Clean an ingested table and validate it: (the validation report, the cleaning report)."""
+    cleaned, fixes = clean_frame(frame, clean_cfg)
+    report = validate_frame(validate_cfg, cleaned, data_docs_dir, where, labels, labelled)
+    return report, fixes

@@ -19,7 +19,7 @@ from data_checks.io import DoclifeError
 from flows.config import Params, load_params
 from flows.layout import Layout
 
-STAGES = ("sample", "ingest", "validate", "snapshot", "tokenize", "pretrain", "finetune", "evaluate", "promote")
+STAGES = ("sample", "ingest", "clean", "validate", "snapshot", "tokenize", "pretrain", "finetune", "evaluate", "promote")
 
 
 def _sample(p: Params, at: Layout) -> dict[str, Any]:
@@ -34,10 +34,17 @@ def _ingest(p: Params, at: Layout) -> dict[str, Any]:
     return ingest(p.ingest, at.root / p.ingest.source, at.ingested)
 
 
+def _clean(p: Params, at: Layout) -> dict[str, Any]:
+    from data_checks.clean import clean
+
+    return clean(p.clean, at.ingested, at.cleaned, at.clean_report, at.clean_summary)
+
+
 def _validate(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.validate import validate
 
-    return validate(p.validate, at.ingested, at.validated, at.quarantine, at.validation_summary, at.data_docs)
+    return validate(p.validate, at.cleaned, at.validated, at.quarantine, at.findings, at.validation_summary,
+                    at.data_docs)
 
 
 def _snapshot(p: Params, at: Layout) -> dict[str, Any]:
@@ -103,7 +110,7 @@ def _promote_by_hand(args: argparse.Namespace, at: Layout) -> int:
 
 
 STAGE_COMMANDS: dict[str, Callable[[Params, Layout], dict[str, Any]]] = {
-    "sample": _sample, "ingest": _ingest, "validate": _validate, "snapshot": _snapshot, "tokenize": _tokenize,
+    "sample": _sample, "ingest": _ingest, "clean": _clean, "validate": _validate, "snapshot": _snapshot, "tokenize": _tokenize,
     "pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate, "promote": _promote,
 }
 
@@ -137,10 +144,12 @@ def _check(args: argparse.Namespace, at: Layout) -> int:
     from data_checks.config import IngestConfig, ValidateConfig
 
     # Thresholds from the workspace's params.yaml when there is one; the reading of SOURCE from the flags.
-    rules = load_params(at.params).validate if at.params.is_file() else ValidateConfig()
-    reading = IngestConfig(source=args.source, text_column=args.text_column, label_column=args.label_column)
+    params = load_params(at.params) if at.params.is_file() else None
+    rules = params.validate if params else ValidateConfig()
+    reading = IngestConfig(source=args.source, text_column=args.text_column, label_column=args.label_column,
+                           header=not args.no_header)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
-    summary = check(Path(args.source), reading, rules, Path(args.out), labels)
+    summary = check(Path(args.source), reading, rules, Path(args.out), labels, params.clean if params else None)
     print(json.dumps({k: summary[k] for k in ("source", "rows_in", "validated", "quarantined", "findings",
                                               "success", "failures", "report", "data_docs")}, indent=2,
                      ensure_ascii=False))
@@ -207,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="validate any corpus file outside the pipeline; findings in OUT/report.parquet")
     chk.add_argument("source", help="a CSV, TSV, JSONL or Parquet file (only read)")
     chk.add_argument("--text-column", required=True)
-    chk.add_argument("--label-column", required=True)
+    chk.add_argument("--label-column", help="omit for an unlabelled corpus (the label rules then do not apply)")
+    chk.add_argument("--no-header", action="store_true", help="CSV/TSV whose first line is data; columns are 0, 1, ...")
     chk.add_argument("--labels", help="the declared labels, comma-separated (default: the labels found in SOURCE)")
     chk.add_argument("--out", required=True, help="directory for report.parquet, summary.json and data_docs/")
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")

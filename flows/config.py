@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_checks.clean import CleanConfig
 from data_checks.config import IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
 from data_checks.io import DoclifeError, atomic_path
 from flows.policy import PromoteConfig  # the promote section lives with the gate
@@ -36,6 +37,7 @@ class Params:
 
     sample: SampleConfig
     ingest: IngestConfig
+    clean: CleanConfig
     validate: ValidateConfig
     snapshot: SnapshotConfig
     tokenize: TokenizeConfig

@@ -25,10 +25,26 @@ class Layout:
     def sample_corpus(self) -> Path:
         return self.root / "data/raw/sample.csv"
 
-    # ingest, validate
+    # ingest, clean, validate
     @property
     def ingested(self) -> Path:
         return self.root / "data/ingested.parquet"
+
+    @property
+    def cleaned(self) -> Path:
+        return self.root / "data/cleaned.parquet"
+
+    @property
+    def clean_report(self) -> Path:
+        return self.root / "reports/clean/report.parquet"
+
+    @property
+    def clean_summary(self) -> Path:
+        return self.root / "reports/clean/summary.json"
+
+    @property
+    def findings(self) -> Path:
+        return self.root / "reports/validate/findings.parquet"
 
     @property
     def validated(self) -> Path:

@@ -42,8 +42,17 @@ def _publish_validation(at: Layout) -> None:
               "checks": f"{rule['description']}: {'pass' if rule['success'] else 'FAIL'}"}
              for name, rule in summary["table_rules"].items()]
     create_table_artifact(key="validation-summary", table=rows, description=(
-        f"{summary['validated']} of {summary['rows_in']} rows validated, {summary['quarantined']} quarantined. "
+        f"{summary['validated']} of {summary['rows_in']} rows validated, {summary['quarantined']} quarantined, "
+        f"{summary.get('warnings', 0)} warnings. "
         f"Data Docs: file://{at.data_docs / 'index.html'}"))
+
+
+def _publish_clean(at: Layout) -> None:
+    summary = read_json(at.clean_summary)
+    rows = [{"fix": name, "rows": count} for name, count in summary["fixes"].items()]
+    create_table_artifact(key="clean-report", table=rows, description=(
+        f"{summary['rows_fixed']} of {summary['rows']} rows repaired, {summary['duplicates_dropped']} exact "
+        f"duplicates dropped (they point at the kept copy). Per row: file://{at.clean_report}"))
 
 
 def _publish_snapshot(at: Layout) -> None:
@@ -95,6 +104,7 @@ def _publish_verdict(at: Layout) -> None:
 
 
 PUBLISHERS = {
+    "clean": _publish_clean,
     "validate": _publish_validation,
     "snapshot": _publish_snapshot,
     "pretrain": lambda at: _publish_curve(at, "pretrain"),

@@ -15,7 +15,7 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 AT = Layout(ROOT)
 
 # Sections whose every key a stage reads (snapshot.remote is read by the flow's push, not by a stage).
-STAGE_SECTIONS = {"sample": "sample", "ingest": "ingest", "validate": "validate", "tokenize": "tokenize",
+STAGE_SECTIONS = {"sample": "sample", "ingest": "ingest", "clean": "clean", "validate": "validate", "tokenize": "tokenize",
                   "pretrain": "pretrain", "finetune": "finetune", "evaluate": "evaluate", "promote": "promote"}
 
 
@@ -36,7 +36,9 @@ def test_every_stage_has_a_subcommand_and_a_dvc_stage():
 def test_outputs_match_the_layout():
     assert declared("sample", "outs") == {rel(AT.sample_corpus)}
     assert declared("ingest", "outs") == {rel(AT.ingested)}
-    assert declared("validate", "outs") == {rel(AT.validated), rel(AT.quarantine), rel(AT.data_docs)}
+    assert declared("clean", "outs") == {rel(AT.cleaned), rel(AT.clean_report)}
+    assert declared("clean", "metrics") == {rel(AT.clean_summary)}
+    assert declared("validate", "outs") == {rel(AT.validated), rel(AT.quarantine), rel(AT.findings), rel(AT.data_docs)}
     assert declared("validate", "metrics") == {rel(AT.validation_summary)}
     assert declared("snapshot", "outs") == {rel(AT.snapshot)}
     assert declared("tokenize", "outs") == {rel(AT.tokenizer)}

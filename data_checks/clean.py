@@ -1,0 +1,199 @@
+"""Cleaning: the explicit, reported repair step between ingest and validation.
+
+Fixes are applied to the text and recorded per row (`fixes`, "; "-joined): Unicode normalisation, BOM,
+zero-width and control characters, whitespace. Exact duplicates (same normalised text, same label) are
+marked `duplicate_of` the first copy's doc_id; validation sets them aside with that pointer, so every
+ingested row still ends in the snapshot or in quarantine. Copies whose labels disagree are not marked:
+which label is right is unknown, so validation quarantines all of them as conflicting.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_checks.config import need
+from data_checks.core_rules import looks_like_mojibake
+from data_checks.io import DoclifeError, write_json, write_parquet
+
+UNICODE_FORMS = ("NFKC", "NFC", "none")
+
+BOM = "\ufeff"
+# Zero-width and other invisible format characters (ZWSP, ZWNJ, ZWJ, word joiner, soft hyphen, BOM).
+INVISIBLE = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
+_INVISIBLE_RE = re.compile(f"[{INVISIBLE}]")
+# C0 and C1 control characters except tab, line feed and carriage return, which are layout.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_HSPACE_RE = re.compile(r"[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+")
+_LINE_EDGE_RE = re.compile(r" *\n *")
+_BLANK_LINES_RE = re.compile(r"\n{3,}")
+
+FIX_COLUMNS = ("bom", "invisible", "control", "unicode", "whitespace")
+"""Fix names in the order they are applied; a row's `fixes` lists the ones that changed it."""
+
+FIX_DESCRIPTIONS = {
+    "bom": "removed byte-order mark(s) (U+FEFF) inside the text",
+    "invisible": "removed zero-width / invisible format characters",
+    "control": "removed control characters",
+    "unicode": "Unicode-normalised (full-width forms, compatibility characters)",
+    "whitespace": "normalised whitespace (runs of spaces, line ends, blank lines)",
+}
+
+
+@dataclass
+class CleanConfig:
+    """What the cleaning step repairs; the `clean` section of params.yaml."""
+
+    unicode_form: str = "NFKC"
+    """NFKC (full-width letters/digits and compatibility characters become their plain forms) | NFC | none."""
+    strip_invisible: bool = True
+    """Remove BOMs, zero-width characters and control characters (tab and newline are kept)."""
+    normalise_whitespace: bool = True
+    """Collapse runs of spaces, trim every line, keep at most one blank line between paragraphs."""
+    drop_exact_duplicates: bool = True
+    """Mark later copies of the same normalised text with the same label as duplicates of the first copy."""
+
+    def __post_init__(self) -> None:
+        need(self.unicode_form in UNICODE_FORMS, "clean", f"unicode_form must be one of {', '.join(UNICODE_FORMS)}, got {self.unicode_form!r}")
+
+
+def duplicate_key(text: pd.Series) -> pd.Series:
+    """The text two documents must share to be exact duplicates: NFKC, case-folded, whitespace collapsed."""
+    norm = text.map(lambda t: unicodedata.normalize("NFKC", t).casefold() if isinstance(t, str) else t)
+    norm = norm.str.split().str.join(" ")
+    return norm.where(norm.notna() & (norm != ""), None)
+
+
+def _normalise_unicode(text: pd.Series, form: str) -> pd.Series:
+    # is_normalized is several times faster than normalize on text that is already normal (most of it).
+    def one(t: str) -> str:
+        return t if unicodedata.is_normalized(form, t) else unicodedata.normalize(form, t)
+
+    return text.map(one)
+
+
+def _whitespace(text: pd.Series) -> pd.Series:
+    out = text.str.replace("\r\n", "\n", regex=False).str.replace("\r", "\n", regex=False)
+    out = out.str.replace(_HSPACE_RE, " ", regex=True).str.replace(_LINE_EDGE_RE, "\n", regex=True)
+    return out.str.replace(_BLANK_LINES_RE, "\n\n", regex=True).str.strip()
+
+
+def clean_texts(text: pd.Series, cfg: CleanConfig) -> tuple[pd.Series, pd.DataFrame]:
+    """(cleaned text, one boolean column per fix saying whether it changed the row); null text stays null."""
+    present = text.notna()
+    current = text[present].astype(str)
+    changed: dict[str, pd.Series] = {}
+
+    def step(name: str, fixed: pd.Series) -> None:
+        nonlocal current
+        changed[name] = (fixed != current).reindex(text.index, fill_value=False)
+        current = fixed
+
+    if cfg.strip_invisible:
+        step("bom", current.str.replace(BOM, "", regex=False))
+        step("invisible", current.str.replace(_INVISIBLE_RE, "", regex=True))
+        step("control", current.str.replace(_CONTROL_RE, "", regex=True))
+    if cfg.unicode_form != "none":
+        # Garbled text is left as it is: normalising it would erase the evidence validation needs.
+        garbled = current.map(looks_like_mojibake).astype(bool)
+        step("unicode", current.where(garbled, _normalise_unicode(current[~garbled], cfg.unicode_form)))
+    if cfg.normalise_whitespace:
+        step("whitespace", _whitespace(current))
+    fixes = pd.DataFrame({name: changed.get(name, pd.Series(False, index=text.index)) for name in FIX_COLUMNS})
+    out = text.astype(object).copy()
+    out[present] = current.astype(object)
+    return out, fixes
+
+
+def mark_duplicates(frame: pd.DataFrame) -> pd.Series:
+    """doc_id of the first row (input order) with the same normalised text and label; null for first copies.
+
+    Copies whose labels differ are left unmarked, so the conflict stays visible to validation.
+    """
+    key = duplicate_key(frame["text"])
+    label = frame["label"].astype(object).where(frame["label"].notna(), "\x00<no label>")
+    candidates = key.notna()
+    groups = pd.DataFrame({"key": key[candidates], "label": label[candidates]})
+    labels_per_key = groups.groupby("key")["label"].transform("nunique")
+    same_label = groups[labels_per_key == 1]
+    first = same_label.groupby("key").head(1)
+    first_id = pd.Series(frame.loc[first.index, "doc_id"].to_numpy(), index=first["key"].to_numpy())
+    pointer = same_label["key"].map(first_id)
+    pointer[pointer.index.isin(first.index)] = None
+    return pointer.reindex(frame.index).astype(object).where(lambda s: s.notna(), None)
+
+
+def clean_frame(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cleaned table with `fixes` and `duplicate_of` columns, one report row per applied fix or drop).
+
+    Report columns: doc_id, source_row, fix, detail. The input frame is not modified.
+    """
+    text, fixes = clean_texts(frame["text"], cfg)
+    out = frame.copy()
+    out["text"] = text
+    names = np.array(FIX_COLUMNS, dtype=object)
+    flags = fixes.to_numpy()
+    out["fixes"] = ["; ".join(names[row]) for row in flags] if len(out) else pd.Series(dtype=object)
+    out["duplicate_of"] = mark_duplicates(out) if cfg.drop_exact_duplicates else None
+
+    applied = fixes.stack()
+    applied = applied[applied.to_numpy()]
+    rows = applied.index.get_level_values(0)
+    fix_names = applied.index.get_level_values(1)
+    report = pd.DataFrame({
+        "doc_id": frame.loc[rows, "doc_id"].to_numpy(),
+        "source_row": frame.loc[rows, "source_row"].to_numpy(),
+        "fix": np.asarray(fix_names, dtype=object),
+        "detail": [FIX_DESCRIPTIONS[f] for f in fix_names],
+    })
+    dups = out[out["duplicate_of"].notna()]
+    if len(dups):
+        kept_row = frame.set_index("doc_id")["source_row"]
+        drops = pd.DataFrame({
+            "doc_id": dups["doc_id"].to_numpy(),
+            "source_row": dups["source_row"].to_numpy(),
+            "fix": "duplicate_exact",
+            "detail": [f"exact duplicate of doc {d} (source row {int(kept_row[d])}), dropped keep-first"
+                       for d in dups["duplicate_of"]],
+        })
+        report = pd.concat([report, drops], ignore_index=True)
+    report = report.sort_values(["source_row", "fix"], kind="stable").reset_index(drop=True)
+    return out, report
+
+
+def summarise(report: pd.DataFrame, rows: int) -> dict[str, Any]:
+    """Counts per fix, for summary.json and the Prefect artifact."""
+    counts = report["fix"].value_counts()
+    return {
+        "rows": int(rows),
+        "rows_fixed": int(report.loc[report["fix"] != "duplicate_exact", "doc_id"].nunique()),
+        "duplicates_dropped": int(counts.get("duplicate_exact", 0)),
+        "fixes": {name: int(counts.get(name, 0)) for name in (*FIX_COLUMNS, "duplicate_exact")},
+    }
+
+
+def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path: Path, summary_path: Path) -> dict[str, Any]:
+    """Clean the ingested table; write the cleaned table, the per-row report and summary.json; return the summary."""
+    ingested_path = Path(ingested_path)
+    if not ingested_path.is_file():
+        raise DoclifeError(f"{ingested_path}: file not found (run the ingest stage first)")
+    try:
+        frame = pd.read_parquet(ingested_path)
+    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
+        raise DoclifeError(f"{ingested_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+    for column in ("doc_id", "text", "label", "source_row"):
+        if column not in frame.columns:
+            raise DoclifeError(f"{ingested_path}: not an ingested table (no column {column!r})")
+    cleaned, report = clean_frame(frame, cfg)
+    write_parquet(cleaned_path, cleaned)
+    write_parquet(report_path, report)
+    summary = {"ingested": str(ingested_path), **summarise(report, len(frame)),
+               "outputs": {"cleaned": str(cleaned_path), "report": str(report_path)}}
+    write_json(summary_path, summary)
+    return summary
