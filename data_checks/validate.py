@@ -239,7 +239,8 @@ def validate_frame(
     corpus, where the label rules do not apply. `where` names the table in error messages.
     """
     _check_ingested(frame, where)
-    frame = frame.reset_index(drop=True)
+    # Object columns: GX then checks the type of every value (pandas' string dtype would hide a non-string).
+    frame = frame.reset_index(drop=True).astype({"text": object, "label": object})
     if "duplicate_of" not in frame:
         frame = frame.assign(duplicate_of=None)
     labels = (list(labels) if labels is not None else list(cfg.labels)) if labelled else None

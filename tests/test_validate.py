@@ -8,16 +8,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from data_checks.clean import CleanConfig, clean
 from data_checks.config import IngestConfig, SampleConfig, ValidateConfig
-from data_checks.expectations import looks_like_mojibake
+from data_checks.core_rules import looks_like_mojibake
 from data_checks.ingest import CANONICAL_COLUMNS, hash_splits, ingest
 from data_checks.io import DoclifeError, read_json
 from data_checks.sample_corpus import DEFECT_RULES, TOPICS, generate_sample_corpus, write_sample_corpus
-from data_checks.validate import ValidationFailed, validate, validate_frame
+from data_checks.validate import ValidationFailed, clean_and_validate, validate, validate_frame
 
-CFG = ValidateConfig(labels=list(TOPICS), min_chars=2, max_chars=60, max_char_run=8, min_rows_per_split=1)
+CFG = ValidateConfig(labels=list(TOPICS), min_chars=2, max_chars=60, min_rows_per_split=1, min_label_share=0.0,
+                     max_label_share=1.0)
 
-# (rule, text, label, caught?) - one example that must be caught and one that must pass per rule.
+# (rule, text, label, caught?) - one example that must be caught and one that must pass per core rule.
+# Rows go through validate_frame without cleaning, so the Unicode warnings see the raw text.
 EXAMPLES: list[tuple[str, str | None, str | None, bool]] = [
     ("text_missing", None, "food", True),
     ("text_missing", "NA", "food", False),
@@ -32,14 +35,6 @@ EXAMPLES: list[tuple[str, str | None, str | None, bool]] = [
     ("label_unknown", "a review about misc things", "misc", True),
     ("label_unknown", "a review about Food in capitals", "Food", True),
     ("label_unknown", "a review about food things", "food", False),
-    ("html_residue", "<b>bold</b> claim about tennis", "sports", True),
-    ("html_residue", "great&nbsp;price for the hotel", "travel", True),
-    ("html_residue", "a < b and c > d, I <3 this app", "technology", False),
-    ("html_residue", "AT&T sells phones & plans", "technology", False),
-    ("char_spam", "so g" + "o" * 9 + "d (nine o)", "food", True),
-    ("char_spam", "好好好好好好好好好好", "food", True),
-    ("char_spam", "so g" + "o" * 8 + "d (eight o)", "food", False),
-    ("char_spam", "wait          what (spaces)", "food", False),
     ("mojibake", "cafÃ© au lait was fine", "food", True),
     ("mojibake", "é”™è¯¯ in the app", "technology", True),
     ("mojibake", "閿欒", "technology", True),
@@ -47,14 +42,13 @@ EXAMPLES: list[tuple[str, str | None, str | None, bool]] = [
     ("mojibake", "café au lait was fine, naïve", "food", False),
     ("mojibake", "错误的应用，繁體中文也可以", "technology", False),
     ("mojibake", "好好学习天天向上", "technology", False),
+    ("fullwidth_alnum", "ＡＢＣ phone", "technology", True),
+    ("fullwidth_alnum", "ABC phone, 好评！", "technology", False),
+    ("invisible_chars", "zero\u200bwidth inside", "technology", True),
+    ("invisible_chars", "nothing hidden inside", "technology", False),
 ]
-# Same text up to whitespace with different labels: every copy is caught; with equal labels: kept.
-DUPLICATES: list[tuple[str, str | None, str | None, bool]] = [
-    ("duplicate_conflicting_label", "the same review twice", "food", True),
-    ("duplicate_conflicting_label", "the  same review\ttwice ", "travel", True),
-    ("duplicate_conflicting_label", "an exact duplicate", "sports", False),
-    ("duplicate_conflicting_label", "an exact duplicate", "sports", False),
-]
+# Uncleaned Chinese punctuation (，！) is not NFKC either: that warning has its own test below.
+EXAMPLE_CFG = ValidateConfig(**{**CFG.__dict__, "rules": {"unicode_not_normalised": {"severity": "off"}}})
 
 
 def _clean_rows(n: int) -> list[dict]:
@@ -79,38 +73,80 @@ def _canonical(rows: list[dict]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def crafted() -> tuple[pd.DataFrame, pd.DataFrame]:
-    examples = EXAMPLES + DUPLICATES
-    rows = _clean_rows(200) + [{"text": t, "label": y} for _, t, y, _ in examples]
-    frame = _canonical(rows)
-    report = validate_frame(CFG, frame)
-    reasons = pd.concat([report.quarantine, report.validated.assign(reasons="")]).set_index("source_row")["reasons"]
-    expected = pd.DataFrame(examples, columns=["rule", "text", "label", "caught"])
-    expected["reasons"] = [reasons[200 + i] for i in range(len(examples))]
-    return expected, reasons
+def crafted() -> tuple[pd.DataFrame, dict[int, set[str]]]:
+    rows = _clean_rows(200) + [{"text": t, "label": y} for _, t, y, _ in EXAMPLES]
+    report = validate_frame(EXAMPLE_CFG, _canonical(rows))
+    rules: dict[int, set[str]] = {}
+    for row, rule in zip(report.findings["source_row"].dropna().astype(int), report.findings["rule"].loc[report.findings["source_row"].notna()]):
+        rules.setdefault(row, set()).add(rule)
+    expected = pd.DataFrame(EXAMPLES, columns=["rule", "text", "label", "caught"])
+    return expected, rules
 
 
-@pytest.mark.parametrize("index", range(len(EXAMPLES) + len(DUPLICATES)))
-def test_one_example_per_rule(crafted: tuple[pd.DataFrame, pd.DataFrame], index: int) -> None:
-    expected, _ = crafted
+@pytest.mark.parametrize("index", range(len(EXAMPLES)))
+def test_one_example_per_rule(crafted: tuple[pd.DataFrame, dict[int, set[str]]], index: int) -> None:
+    expected, rules = crafted
     row = expected.iloc[index]
-    got = [r for r in row["reasons"].split("; ") if r]
+    got = rules.get(200 + index, set())
     if row["caught"]:
-        assert got == [row["rule"]], f"{row['text']!r} should break exactly {row['rule']}, got {got}"
+        assert got == {row["rule"]}, f"{row['text']!r} should break {row['rule']}, got {got}"
     else:
-        assert got == [], f"{row['text']!r} should pass every rule, got {got}"
+        assert got == set(), f"{row['text']!r} should pass every rule, got {got}"
 
 
-def test_clean_rows_pass_every_rule(crafted: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    _, reasons = crafted
-    assert (reasons.loc[list(range(200))] == "").all()
+def test_clean_rows_pass_every_rule(crafted: tuple[pd.DataFrame, dict[int, set[str]]]) -> None:
+    _, rules = crafted
+    assert not [r for r in rules if r < 200]
+
+
+def test_invisible_only_text_is_told_apart_from_blank_text() -> None:
+    from data_checks.clean import CleanConfig
+
+    frame = _canonical(_clean_rows(40) + [{"text": "\u200b\ufeff", "label": "food"}, {"text": "   ", "label": "food"}])
+    report, _ = clean_and_validate(CFG, CleanConfig(), frame)
+    reasons = report.quarantine.set_index("source_row")["reasons"]
+    assert reasons[40] == "text_invisible_only" and reasons[41] == "text_blank"
+
+
+def test_warnings_are_findings_not_quarantine() -> None:
+    frame = _canonical(_clean_rows(40) + [{"text": "ＡＢＣ phone", "label": "food"}])
+    report = validate_frame(CFG, frame)
+    assert report.quarantine.empty and len(report.validated) == 41
+    warned = report.findings[report.findings["source_row"] == 40]
+    assert set(warned["rule"]) == {"fullwidth_alnum", "unicode_not_normalised"} and set(warned["action"]) == {"warn"}
+
+
+def test_severity_and_bounds_come_from_params() -> None:
+    frame = _canonical(_clean_rows(40) + [{"text": "ＡＢＣ phone", "label": "food"}, {"text": "x" * 61, "label": "food"}])
+    cfg = ValidateConfig(**{**CFG.__dict__, "rules": {"fullwidth_alnum": {"severity": "quarantine", "max_value": 2},
+                                                       "text_too_long": {"severity": "off"}}})
+    report = validate_frame(cfg, frame)
+    assert "text_too_long" not in report.row_rules
+    assert report.quarantine["source_row"].tolist() == [40]  # 3 full-width letters > 2
+    with pytest.raises(DoclifeError, match="validate.rules: unknown rule"):
+        validate_frame(ValidateConfig(**{**CFG.__dict__, "rules": {"no_such_rule": {"severity": "warn"}}}), frame)
+    with pytest.raises(DoclifeError, match="severity must be one of"):
+        validate_frame(ValidateConfig(**{**CFG.__dict__, "rules": {"mojibake": {"severity": "loud"}}}), frame)
+
+
+def test_a_fail_severity_row_rule_fails_the_run() -> None:
+    frame = _canonical(_clean_rows(40) + [{"text": "cafÃ© au lait", "label": "food"}])
+    report = validate_frame(ValidateConfig(**{**CFG.__dict__, "rules": {"mojibake": {"severity": "fail"}}}), frame)
+    assert not report.success and report.failures[0].startswith("mojibake: 1 row(s)")
+
+
+def test_unlabelled_corpus_skips_label_rules() -> None:
+    frame = _canonical([{"text": r["text"], "label": None} for r in _clean_rows(40)])
+    report = validate_frame(CFG, frame, labelled=False)
+    assert report.success and len(report.validated) == 40
+    assert "label_set" not in report.table_rules and "label_balance" not in report.table_rules
 
 
 def test_clean_frame_passes_and_accounts_for_every_row() -> None:
     frame = _canonical(_clean_rows(120))
     report = validate_frame(CFG, frame)
     assert report.success and report.failures == []
-    assert len(report.validated) == 120 and report.quarantine.empty
+    assert len(report.validated) == 120 and report.quarantine.empty and report.findings.empty
     assert all(v["failed_rows"] == 0 for v in report.row_rules.values())
     assert all(v["success"] for v in report.table_rules.values())
     assert list(report.validated.columns) == list(CANONICAL_COLUMNS)
@@ -122,19 +158,25 @@ def test_mojibake_detector_leaves_genuine_text_alone() -> None:
     assert looks_like_mojibake("naÃ¯ve") and looks_like_mojibake("鎴戝枩娆㈣繖涓�")
 
 
+def _outputs(root: Path) -> dict:
+    return {
+        "validated_path": root / "v.parquet",
+        "quarantine_path": root / "q.parquet",
+        "findings_path": root / "f.parquet",
+        "summary_path": root / "s.json",
+        "data_docs_dir": root / "docs",
+    }
+
+
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("sample")
     cfg = SampleConfig(n_docs=600, seed=7, defects_per_kind=4)
     write_sample_corpus(cfg, root / "raw.csv")
     ingest(IngestConfig(), root / "raw.csv", root / "ingested.parquet")
-    paths = {
-        "validated_path": root / "validated.parquet",
-        "quarantine_path": root / "quarantine.parquet",
-        "summary_path": root / "summary.json",
-        "data_docs_dir": root / "docs",
-    }
-    summary = validate(ValidateConfig(), root / "ingested.parquet", **paths)
+    clean(CleanConfig(), root / "ingested.parquet", root / "cleaned.parquet", root / "fixes.parquet", root / "clean.json")
+    paths = _outputs(root)
+    summary = validate(ValidateConfig(), root / "cleaned.parquet", **paths)
     return {"cfg": cfg, "root": root, "summary": summary, **paths}
 
 
@@ -158,10 +200,10 @@ def test_accounting_and_summary(sample_run: dict) -> None:
     assert summary["validated"] == len(validated) and summary["quarantined"] == len(quarantine)
     assert set(validated["doc_id"]).isdisjoint(quarantine["doc_id"])
     assert list(validated.columns) == list(CANONICAL_COLUMNS)
-    assert list(quarantine.columns) == [*CANONICAL_COLUMNS, "reasons"]
+    assert list(quarantine.columns) == [*CANONICAL_COLUMNS, "duplicate_of", "reasons"]
     assert summary["success"] is True
-    assert {v["severity"] for v in summary["row_rules"].values()} == {"quarantine"}
-    assert set(summary["table_rules"]) == {"rejected_fraction", "label_set", "split_min_rows"}
+    assert {v["severity"] for v in summary["row_rules"].values()} == {"quarantine", "warn"}
+    assert set(summary["table_rules"]) == {"rejected_fraction", "text_type", "label_set", "split_min_rows", "label_balance"}
     assert all(v["severity"] == "fail" and v["success"] for v in summary["table_rules"].values())
     assert summary["row_rules"]["mojibake"]["failed_rows"] == 4
 
@@ -169,17 +211,8 @@ def test_accounting_and_summary(sample_run: dict) -> None:
 def test_data_docs_index_exists(sample_run: dict) -> None:
     index = sample_run["data_docs_dir"] / "index.html"
     assert index.is_file() and read_json(sample_run["summary_path"])["data_docs"] == str(index)
-    assert "html_residue" in "".join(p.read_text(encoding="utf-8") for p in sample_run["data_docs_dir"].rglob("*.html"))
+    assert "text_invisible_only" in "".join(p.read_text(encoding="utf-8") for p in sample_run["data_docs_dir"].rglob("*.html"))
     assert not [p for p in sample_run["root"].iterdir() if p.name.startswith(".")]
-
-
-def _outputs(root: Path) -> dict:
-    return {
-        "validated_path": root / "v.parquet",
-        "quarantine_path": root / "q.parquet",
-        "summary_path": root / "s.json",
-        "data_docs_dir": root / "docs",
-    }
 
 
 @pytest.mark.parametrize(
@@ -188,18 +221,19 @@ def _outputs(root: Path) -> dict:
         (ValidateConfig(labels=[*TOPICS, "politics"]), "label_set", ["politics"]),
         (ValidateConfig(max_rejected_fraction=0.01), "rejected_fraction", ["rows passed", "0.01"]),
         (ValidateConfig(min_rows_per_split=10**6), "split_min_rows", ["test has"]),
+        (ValidateConfig(max_label_share=0.2), "label_balance", ["sports 0.216", "outside [0.05, 0.2]"]),
     ],
 )
 def test_table_rule_failure_raises_after_writing_outputs(
     sample_run: dict, tmp_path: Path, cfg: ValidateConfig, rule: str, words: list[str]
 ) -> None:
-    ingested = sample_run["root"] / "ingested.parquet"
+    ingested = sample_run["root"] / "cleaned.parquet"
     out = _outputs(tmp_path)
     with pytest.raises(ValidationFailed) as info:
         validate(cfg, ingested, **out)
     message = str(info.value)
     assert isinstance(info.value, DoclifeError) and "\n" not in message
-    assert "ingested.parquet" in message and rule in message and all(w in message for w in words)
+    assert "cleaned.parquet" in message and rule in message and all(w in message for w in words)
     summary = read_json(out["summary_path"])
     assert summary["success"] is False and summary["table_rules"][rule]["success"] is False
     assert out["quarantine_path"].is_file() and out["validated_path"].is_file()
