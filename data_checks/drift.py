@@ -46,6 +46,8 @@ from great_expectations.expectations.metrics.column_aggregate_metric_provider im
     ColumnAggregateMetricProvider,
     column_aggregate_value,
 )
+from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent  # noqa: E402
+from great_expectations.render.renderer.renderer import renderer  # noqa: E402
 from great_expectations.render.renderer_configuration import RendererConfiguration, RendererValueType  # noqa: E402
 
 from data_checks.config import _need  # noqa: E402
@@ -58,7 +60,7 @@ SEVERITIES = ("warn", "fail")
 SCRIPTS = ("han", "latin", "mixed", "other")
 MISSING_LABEL = "<missing>"
 PSI_EPSILON = 1e-4
-"""Share a category absent on one side is given, so PSI stays finite (a common choice, e.g. Evidently's)."""
+"""Share a category absent on one side is given so PSI stays finite: a category new at 1% adds 0.05, at 5% 0.31."""
 LENGTH_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 SITE_NAME = "doclife"
 
@@ -80,14 +82,18 @@ class DriftConfig:
     """How a new corpus is compared with the previous snapshot (the `drift` section of params.yaml)."""
 
     psi_max: float = 0.2
-    """Largest accepted population stability index of the label and script distributions. 0.2 is the
-    common "significant shift" cut-off (below 0.1: none; 0.1-0.2: moderate; above 0.2: significant),
-    B. Yurdakul, "Statistical properties of the population stability index", Western Michigan
-    University, 2018, following N. Siddiqi, "Credit Risk Scorecards", Wiley, 2006."""
+    """Largest accepted population stability index of the label and script distributions. The industry
+    rule of thumb (N. Siddiqi, "Credit Risk Scorecards", Wiley, 2006) reads below 0.1 as stable, 0.1-0.25
+    as some change, above 0.25 as a significant shift; 0.2 flags a shift a little before it is
+    "significant". It is an effect size: with no drift, PSI / (1/n + 1/m) follows chi-square with one
+    degree of freedom less than the categories (B. Yurdakul, "Statistical properties of the population
+    stability index", Western Michigan University, 2018), so sampling noise alone stays below 0.01 for
+    corpora of a few thousand documents."""
     ks_max: float = 0.1
-    """Largest accepted Kolmogorov-Smirnov statistic of text lengths: no length may change its share of
-    shorter documents by more than 10 points. An effect size, not a p-value; sampling noise alone stays
-    below 0.1 from about 400 documents per side (1.95 * sqrt(2/n) at the 0.1% level)."""
+    """Largest accepted Kolmogorov-Smirnov statistic of text lengths: the share of documents shorter than
+    any given length may move by at most 10 points. An effect size, not a p-value (on 10^4+ documents a
+    p-value flags shifts of a point or two); sampling noise alone, c(alpha) * sqrt(2/n) for n documents
+    per side, stays below 0.1 from about 370 documents (alpha 5%) or 760 (alpha 0.1%)."""
     new_vocabulary_max: float = 0.05
     """Largest accepted share of the new corpus's tokens that are not in the stored vocabulary, beyond the
     share expected by chance. Random halves of real corpora stay at or below 0.024; news vs
@@ -230,6 +236,7 @@ def profile(frame: pd.DataFrame, cfg: DriftConfig) -> dict:
     measured = scan(frame["text"])
     lengths, tokens = measured.lengths, measured.tokens
     assert tokens is not None
+    n = len(lengths)
     values, counts = np.unique(lengths, return_counts=True)
     edges = np.asarray(cfg.length_bins)
     # Bin i holds edges[i] <= length < edges[i+1]; the last bin is open-ended.
@@ -244,9 +251,9 @@ def profile(frame: pd.DataFrame, cfg: DriftConfig) -> dict:
         "labels": _distribution(_labels(frame["label"])),
         "length": {
             "unit": "characters",
-            "mean": float(lengths.mean()) if len(lengths) else 0.0,
-            "max": int(lengths.max()) if len(lengths) else 0,
-            "quantiles": {str(q): float(np.quantile(lengths, q)) if len(lengths) else 0.0 for q in LENGTH_QUANTILES},
+            "mean": float(lengths.mean()) if n else 0.0,
+            "max": int(lengths.max()) if n else 0,
+            "quantiles": {str(q): float(np.quantile(lengths, q)) if n else 0.0 for q in LENGTH_QUANTILES},
             "bin_edges": [int(e) for e in edges],
             "histogram": [int(c) for c in histogram],
             # Every distinct length with its count: the exact distribution the KS statistic needs.
@@ -287,7 +294,8 @@ def read_profile(path: Path | str) -> dict | None:
     if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
         raise DoclifeError(f"{path}: not a drift profile (format is not {PROFILE_FORMAT!r})")
     if data.get("version") != PROFILE_VERSION:
-        raise DoclifeError(f"{path}: drift profile version {data.get('version')!r} is not supported (expected {PROFILE_VERSION})")
+        raise DoclifeError(f"{path}: drift profile version {data.get('version')!r} is not supported "
+                           f"(expected {PROFILE_VERSION})")
     return data
 
 
@@ -386,6 +394,8 @@ class _DriftExpectation(ColumnAggregateExpectation):
     threshold: float
     statistic: ClassVar[str] = ""
     """Key of the statistic in a dict-valued metric ("" when the metric is the number itself)."""
+    summary: ClassVar[str] = ""
+    """What is bounded, in words, for Data Docs."""
 
     @classmethod
     def is_abstract(cls) -> bool:
@@ -394,11 +404,23 @@ class _DriftExpectation(ColumnAggregateExpectation):
 
     @classmethod
     def _prescriptive_template(cls, renderer_configuration: RendererConfiguration) -> RendererConfiguration:
-        # The default template prints every keyword argument, which here includes the whole reference.
+        # The default templates print every keyword argument, which here includes the whole reference.
         renderer_configuration.add_param(name="column", param_type=RendererValueType.STRING)
         renderer_configuration.add_param(name="threshold", param_type=RendererValueType.NUMBER)
-        renderer_configuration.template_str = f"$column: {cls.__name__} at most $threshold against the previous snapshot."
+        renderer_configuration.template_str = f"$column: {cls.summary} is at most $threshold"
         return renderer_configuration
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(cls, configuration: Any = None, result: Any = None,
+                               runtime_configuration: dict | None = None) -> list[RenderedStringTemplateContent]:
+        # Data Docs call this with a configuration, a result, or (on some paths) neither.
+        if configuration is None and result is not None:
+            configuration = result.expectation_config
+        kwargs = configuration.kwargs if configuration is not None else {}
+        template = {"template": f"$column: {cls.summary} is at most $threshold",
+                    "params": {"column": kwargs.get("column", "?"), "threshold": kwargs.get("threshold", "?")}}
+        return [RenderedStringTemplateContent(content_block_type="string_template", string_template=template)]
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine: Any = None) -> dict:
         value = metrics[self.metric_dependencies[0]]
@@ -417,6 +439,7 @@ class ExpectColumnPsiToBeLessThan(_DriftExpectation):
     success_keys = ("reference_values", "reference_weights", "threshold")
     args_keys = ("column", "reference_values", "reference_weights", "threshold")
     statistic: ClassVar[str] = "psi"
+    summary: ClassVar[str] = "population stability index against the previous snapshot"
 
 
 class ExpectColumnKsStatisticToBeLessThan(_DriftExpectation):
@@ -427,6 +450,7 @@ class ExpectColumnKsStatisticToBeLessThan(_DriftExpectation):
     metric_dependencies = ("column.doclife_ks_statistic",)
     success_keys = ("reference_values", "reference_counts", "threshold")
     args_keys = ("column", "reference_values", "reference_counts", "threshold")
+    summary: ClassVar[str] = "Kolmogorov-Smirnov statistic against the previous snapshot"
 
 
 class ExpectColumnNewTokenShareToBeLessThan(_DriftExpectation):
@@ -440,6 +464,7 @@ class ExpectColumnNewTokenShareToBeLessThan(_DriftExpectation):
     metric_dependencies = ("column.doclife_new_token_share",)
     success_keys = ("vocabulary", "expected_share", "threshold")
     args_keys = ("column", "vocabulary", "expected_share", "threshold")
+    summary: ClassVar[str] = "share of tokens new to the previous snapshot, beyond chance,"
 
     def _validate(self, metrics: dict, runtime_configuration: dict | None = None, execution_engine: Any = None) -> dict:
         value = metrics[self.metric_dependencies[0]]
@@ -458,10 +483,9 @@ class ExpectColumnNewTokenShareToBeLessThan(_DriftExpectation):
 
 @dataclass(frozen=True)
 class DriftRule:
-    """One drift comparison, the column it reads and the expectation that checks it."""
+    """One drift comparison and the expectation that checks it."""
 
     name: str
-    column: str
     description: str
     expectation: gx.expectations.Expectation
 
@@ -507,7 +531,7 @@ def drift_rules(reference: dict, cfg: DriftConfig) -> list[DriftRule]:
         column, description, kind, kwargs = specs[name]
         expectation = kind(column=column, **kwargs, meta={"rule": name, "severity": cfg.severity},
                            description=f"{name}: {description}")
-        rules.append(DriftRule(name, column, description, expectation))
+        rules.append(DriftRule(name, description, expectation))
     return rules
 
 
@@ -530,18 +554,11 @@ def _no_reference() -> dict:
             "score": 0.0, "budget": 1.0, "over_budget": False, "success": True, "failures": []}
 
 
-def _unique(names: set[str], base: str) -> str:
-    # One context may run the drift suite more than once (e.g. several corpora); GX names must be unique.
-    name, k = base, 1
-    while name in names:
-        k += 1
-        name = f"{base}_{k}"
-    return name
-
-
 def _run(context: Any, frame: pd.DataFrame, rules: list[DriftRule], build_docs: bool) -> dict[str, Any]:
     """Run the drift rules as one suite through a Checkpoint; {rule name: GX result}."""
-    name = _unique({c.name for c in context.checkpoints.all()}, "drift")
+    # One context may run the drift suite more than once (e.g. several corpora); GX names must be unique.
+    taken = {c.name for c in context.checkpoints.all()}
+    name = next(n for n in ("drift", *(f"drift_{k}" for k in range(2, 10**6))) if n not in taken)
     source = context.data_sources.add_or_update_pandas("doclife")
     batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[r.expectation for r in rules]))
@@ -565,11 +582,11 @@ def _run(context: Any, frame: pd.DataFrame, rules: list[DriftRule], build_docs: 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
+    if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, (float, np.floating)):
+    if isinstance(value, float | np.floating):
         return round(float(value), 6)
     return value
 
@@ -585,7 +602,8 @@ def check_drift(frame: pd.DataFrame, reference: dict | None, cfg: DriftConfig, c
     one when None, with a Data Docs site in `data_docs_dir` when given); a given context builds Data Docs
     into its "doclife" site when `data_docs_dir` is given.
     """
-    if reference is None:
+    if reference is None or not reference.get("rows"):
+        # An empty previous snapshot has no distribution to compare with: the same as none.
         return _no_reference()
     missing = [c for c in ("text", "label") if c not in frame.columns]
     if missing:
