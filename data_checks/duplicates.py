@@ -49,7 +49,7 @@ _U64 = np.uint64
 _EMPTY = np.uint32(0xFFFFFFFF)
 _BASE_CHAR = 0x100000001B3  # odd bases: invertible modulo 2**64, so rolling hashes can be re-based
 _BASE_TOKEN = 0x9E3779B97F4A7C15
-_DENSIFY_PROBES = 256  # probes per empty bin before falling back to the next non-empty bin
+_NO_BYTE = 255  # 8-bit signature code of an empty bin
 
 
 @dataclass
@@ -80,6 +80,8 @@ class DuplicatesConfig:
         _need(0.0 < self.threshold <= 1.0, section, f"threshold must be in (0, 1], got {self.threshold}")
         _need(self.num_bands * self.rows_per_band <= 1024, section,
               "num_bands * rows_per_band must be <= 1024 (the sketch size)")
+        _need(self.chunk_rows * self.num_bands * self.rows_per_band < 1 << 32, section,
+              "chunk_rows * num_bands * rows_per_band must be < 2**32")
 
     @property
     def num_perm(self) -> int:
@@ -128,15 +130,13 @@ def find_duplicates(frame: pd.DataFrame, cfg: DuplicatesConfig | None = None) ->
     key, bands, sig8 = _sketch_all(text, cfg)
     valid = np.flatnonzero(key != 0)  # key 0 marks null or blank text
     if valid.size:
-        _measure(frame, cfg, valid, key[valid], bands[valid], sig8[valid], out, similarity)
+        _measure(frame, cfg, valid, key[valid], bands, sig8, out, similarity)
     result = pd.DataFrame(index=frame.index)
     for name in MEASURES:
         if name == "near_duplicate_similarity":
-            result[name] = pd.array(similarity, dtype="Float64")
+            result[name] = pd.arrays.FloatingArray(similarity, np.isnan(similarity))
         else:
-            values = pd.array(out[name], dtype="Int64")
-            values[out[name] < 0] = pd.NA
-            result[name] = values
+            result[name] = pd.arrays.IntegerArray(out[name], out[name] < 0)  # -1: not applicable
     return result
 
 
@@ -146,19 +146,19 @@ def find_duplicates(frame: pd.DataFrame, cfg: DuplicatesConfig | None = None) ->
 
 def _measure(frame: pd.DataFrame, cfg: DuplicatesConfig, rows: np.ndarray, key: np.ndarray, bands: np.ndarray,
              sig8: np.ndarray, out: dict[str, np.ndarray], similarity: np.ndarray) -> None:
-    # Texts are numbered in order of first appearance; `rep` is each text's first row (an index into `rows`).
+    # rows: positions of the rows with text; key: their keys. bands, sig8: sketches of every input row.
+    # Texts are numbered in order of first appearance and sketched by their first row.
     text_id, uniques = pd.factorize(key)
     n_text = len(uniques)
-    rep = np.unique(text_id, return_index=True)[1]
-    ta, tb, sim = _near_pairs(bands[rep], sig8[rep], cfg)
+    rep = rows[np.unique(text_id, return_index=True)[1]]
+    ta, tb, sim = _near_pairs(bands, sig8, rep, cfg)
 
-    split = frame["split"].to_numpy(object)[rows] if "split" in frame else np.full(rows.size, None, object)
-    split_code = pd.factorize(pd.Series(split, dtype=object), use_na_sentinel=False)[0]
-    rank = pd.Series(split, dtype=object).map({name: i for i, name in enumerate(SPLITS)})
-    rank = rank.fillna(-1).to_numpy(np.int64)
+    split_code, split_names = _codes(frame, "split", rows)  # -1: null or no split column
+    rank_of = np.array([SPLITS.index(name) if name in SPLITS else -1 for name in split_names] + [-1], np.int64)
+    rank = rank_of[split_code]  # 0 train, 1 validation, 2 test, -1 anything else
 
-    # Exact duplicates, keep-first within (split, text).
-    group = text_id.astype(np.int64) * (split_code.max() + 1) + split_code
+    # Exact duplicates, keep-first within (split, text); a null split is a split of its own here.
+    group = text_id.astype(np.int64) * (len(split_names) + 1) + split_code + 1
     first = _first_index(group)
     pos = rows  # positions in the input
     dup = first != np.arange(rows.size)
@@ -202,17 +202,32 @@ def _measure(frame: pd.DataFrame, cfg: DuplicatesConfig, rows: np.ndarray, key: 
     out["leak_of"][pos[leak]] = best_pos[text_id[leak]]
 
     # Labels: distinct non-null labels per text, and per near-duplicate cluster (connected texts).
-    label = frame["label"].to_numpy(object)[rows] if "label" in frame else np.full(rows.size, None, object)
-    labels = pd.Series(label, dtype=object)
-    per_text = labels.groupby(text_id).transform("nunique").to_numpy(np.int64)
+    label_code, _ = _codes(frame, "label", rows)
+    per_text = _distinct(text_id, label_code)
     out["labels_per_text"][pos] = per_text
     out["conflicting_label"][pos] = per_text > 1
     graph = coo_matrix((np.ones(ta.size), (ta, tb)), shape=(n_text, n_text))
-    cluster = connected_components(graph, directed=False)[1][text_id]
-    per_cluster = labels.groupby(cluster).transform("nunique").to_numpy(np.int64)
-    texts_in_cluster = pd.Series(text_id).groupby(cluster).transform("nunique").to_numpy()
+    cluster_of_text = connected_components(graph, directed=False)[1]
+    per_cluster = _distinct(cluster_of_text[text_id], label_code)
+    texts_in_cluster = np.bincount(cluster_of_text)[cluster_of_text[text_id]]
     out["labels_per_cluster"][pos] = per_cluster
     out["near_duplicate_conflicting_label"][pos] = (texts_in_cluster > 1) & (per_cluster > 1)
+
+
+def _codes(frame: pd.DataFrame, column: str, rows: np.ndarray) -> tuple[np.ndarray, list]:
+    """Integer codes of frame[column] at `rows` (-1 for null) and the values they stand for."""
+    if column not in frame:
+        return np.full(rows.size, -1, np.int64), []
+    codes, uniques = pd.factorize(frame[column])
+    return codes[rows].astype(np.int64), list(uniques)
+
+
+def _distinct(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """For each element, the number of distinct non-negative codes in its group."""
+    known = codes >= 0
+    width = int(codes.max()) + 1 if known.any() else 1
+    pairs = np.unique(groups[known].astype(np.int64) * width + codes[known])
+    return np.bincount(pairs // width, minlength=int(groups.max()) + 1)[groups]
 
 
 def _first_index(codes: np.ndarray) -> np.ndarray:
@@ -221,15 +236,31 @@ def _first_index(codes: np.ndarray) -> np.ndarray:
     return first[np.searchsorted(uniq, codes)]
 
 
-def _near_pairs(bands: np.ndarray, sig8: np.ndarray, cfg: DuplicatesConfig) -> tuple[np.ndarray, ...]:
+def _estimate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Jaccard estimate of row pairs of 8-bit one-permutation signatures (pairs, num_perm).
+
+    Bins empty in both texts carry no information and are left out (Li, Owen & Zhang's OPH estimator);
+    two different 8-bit values agree by chance 1 time in 255, which is taken off (b-bit minwise hashing)."""
+    x_empty = x == _NO_BYTE
+    y_empty = y == _NO_BYTE
+    union = (~(x_empty & y_empty)).sum(axis=1)
+    both = (~x_empty & ~y_empty).sum(axis=1)
+    agree = ((x == y) & ~x_empty).sum(axis=1)
+    true_agree = np.maximum(agree - both / 255, 0) / (1 - 1 / 255)
+    return np.clip(true_agree / np.maximum(union, 1), 0.0, 1.0)
+
+
+def _near_pairs(bands: np.ndarray, sig8: np.ndarray, rep: np.ndarray,
+                cfg: DuplicatesConfig) -> tuple[np.ndarray, ...]:
     """Verified near-duplicate text pairs (a < b, estimated Jaccard >= threshold) from LSH buckets.
 
-    bands: (texts, num_bands) uint64; sig8: (texts, num_perm) uint8 low bits of the MinHash values.
+    bands: (rows, num_bands) uint64 and sig8: (rows, num_perm) uint8 sketches of every input row;
+    rep: the row sketching each text, in text order. Pairs are returned as text numbers.
     """
-    n = bands.shape[0]
+    n = rep.size
     found = []
     for band in range(bands.shape[1]):
-        keys = bands[:, band]
+        keys = bands[rep, band]
         order = np.argsort(keys, kind="stable")  # stable: a bucket's members stay in text order
         sorted_keys = keys[order]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
@@ -251,9 +282,7 @@ def _near_pairs(bands: np.ndarray, sig8: np.ndarray, cfg: DuplicatesConfig) -> t
     sim = np.empty(a.size)
     step = 1 << 16  # bounded (pairs, num_perm) temporaries
     for lo in range(0, a.size, step):
-        sim[lo:lo + step] = (sig8[a[lo:lo + step]] == sig8[b[lo:lo + step]]).mean(axis=1)
-    # 8-bit values agree by chance with probability 1/256: undo that bias (b-bit minwise hashing).
-    sim = np.clip((sim - 1 / 256) / (1 - 1 / 256), 0.0, 1.0)
+        sim[lo:lo + step] = _estimate(sig8[rep[a[lo:lo + step]]], sig8[rep[b[lo:lo + step]]])
     keep = sim >= cfg.threshold - 1e-9
     return a[keep], b[keep], sim[keep]
 
@@ -267,30 +296,44 @@ def _sketch_all(text: pd.Series, cfg: DuplicatesConfig) -> tuple[np.ndarray, np.
     n = len(text)
     key = np.zeros(n, _U64)
     bands = np.zeros((n, cfg.num_bands), _U64)
-    sig8 = np.zeros((n, cfg.num_perm), np.uint8)
+    sig8 = np.full((n, cfg.num_perm), _NO_BYTE, np.uint8)
     hashes = _Hashes.make(cfg)
-    values = text.to_numpy(object)
+    column = _as_arrow(text)
     for lo in range(0, n, cfg.chunk_rows):
-        chunk = values[lo:lo + cfg.chunk_rows]
-        present = np.flatnonzero(pd.notna(chunk))
+        chunk = column.slice(lo, cfg.chunk_rows)
+        present = np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
         if not present.size:
             continue
-        cp, lens = _normalise(chunk[present])
-        keys = _key_hash(cp, lens)
+        cp, lens = _normalise(chunk.take(present) if present.size < len(chunk) else chunk)
+        keys = _key_hash(cp, lens, hashes)
         sig = _signature(cp, lens, keys, cfg, hashes)
         at = lo + present
         key[at] = keys
-        bands[at] = _band_hashes(sig, cfg, hashes)
-        sig8[at] = sig.astype(np.uint8)  # low 8 bits
+        # 8 bits per bin are enough to estimate similarity (b-bit minwise hashing); 255 marks an empty bin.
+        sig8[at] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
+        bands[at] = _band_hashes(_rotate(sig), cfg, hashes)
     return key, bands, sig8
 
 
-@dataclass(frozen=True)
+def _as_arrow(text: pd.Series) -> pa.Array:
+    """The text column as one arrow large_string array (nulls kept; other scalars as their str())."""
+    try:
+        column = pa.array(text, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        values = text.to_numpy(object)
+        column = pa.array([v if isinstance(v, str) or v is None or v is pd.NA or v != v else str(v)
+                           for v in values], type=pa.large_string(), from_pandas=True)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
 class _Hashes:
-    salt: np.uint64
-    band_mult: np.ndarray  # (rows_per_band,) odd uint64 multipliers
-    band_salt: np.ndarray  # (num_bands,) uint64
-    probes: np.ndarray  # (_DENSIFY_PROBES, num_perm) bins probed, in order, to fill an empty bin
+    """The seeded constants of one run, and cached powers of the rolling-hash bases."""
+
+    def __init__(self, salt: np.uint64, band_mult: np.ndarray, band_salt: np.ndarray) -> None:
+        self.salt = salt
+        self.band_mult = band_mult  # (rows_per_band,) odd uint64 multipliers
+        self.band_salt = band_salt  # (num_bands,) uint64
+        self._powers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @staticmethod
     def make(cfg: DuplicatesConfig) -> _Hashes:
@@ -300,34 +343,48 @@ class _Hashes:
             salt=_U64(rng.integers(0, big, dtype=np.uint64, endpoint=True)),
             band_mult=rng.integers(0, big, size=cfg.rows_per_band, dtype=np.uint64, endpoint=True) | _U64(1),
             band_salt=rng.integers(0, big, size=cfg.num_bands, dtype=np.uint64, endpoint=True),
-            probes=rng.integers(0, cfg.num_perm, size=(_DENSIFY_PROBES, cfg.num_perm)),
         )
+
+    def powers(self, base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """base**i and base**-i modulo 2**64 for i in 0..n (uint64 arithmetic wraps), computed once per run."""
+        have = self._powers.get(base)
+        if have is None or have[0].size <= n:
+            size = n + 1 + n // 8  # chunks differ a little in length: some slack saves recomputing
+            fwd = np.empty(size, _U64)
+            inv = np.empty(size, _U64)
+            fwd[0] = inv[0] = 1
+            np.cumprod(np.full(size - 1, base, _U64), out=fwd[1:])
+            np.cumprod(np.full(size - 1, pow(base, -1, 1 << 64), _U64), out=inv[1:])
+            have = self._powers[base] = (fwd, inv)
+        return have
 
 
 @lru_cache(maxsize=1)
 def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per code point: token class (0 separator, 1 word character, 2 character token), whitespace, and
     whether case folding differs from lower-casing (those texts are folded by Python)."""
-    chars = [chr(c) for c in range(0x110000)]
-    cats = np.array([unicodedata.category(ch)[0] for ch in chars])
-    cls = np.where(np.isin(cats, ["L", "N", "M"]), 1, 0).astype(np.uint8)
-    unspaced = np.zeros(0x110000, bool)
+    size = 0x110000
+    covered = 0x30000  # categories beyond the supplementary ideographic plane matter little here
+    cls = np.zeros(size, np.uint8)
+    cls[:covered] = np.frombuffer(bytes(unicodedata.category(chr(c))[0] in "LNM" for c in range(covered)), np.uint8)
+    unspaced = np.zeros(size, bool)
     for lo, hi in ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x2E80, 0x2FDF), (0x3005, 0x3007),
                    (0x3040, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF)):
         unspaced[lo:hi + 1] = True
     cls[unspaced & (cls == 1)] = 2
-    space = np.array([ch.isspace() for ch in chars[:0x3001]] + [False] * (0x110000 - 0x3001))
-    folds = np.zeros(0x110000, bool)
-    folds[:0x20000] = [ch.casefold() != ch.lower() for ch in chars[:0x20000]]
+    cls[0x30000:0x40000] = 2
+    space = np.zeros(size, bool)
+    space[:0x3001] = np.frombuffer(bytes(chr(c).isspace() for c in range(0x3001)), bool)
+    folds = np.zeros(size, bool)
+    folds[:0x20000] = np.frombuffer(bytes(chr(c).casefold() != chr(c).lower() for c in range(0x20000)), bool)
     return cls, space, folds
 
 
-def _normalise(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NFKC + case folding + whitespace collapse of each text: (code points of all texts, length of each)."""
-    arr = pa.array([t if isinstance(t, str) else str(t) for t in texts], type=pa.large_string())
+def _normalise(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """NFKC + case folding + whitespace collapse of each (non-null) text: (code points of all, length of each)."""
     arr = pc.utf8_lower(pc.utf8_normalize(arr, form="NFKC"))
     cp, lens = _code_points(arr)
-    _, _, folds = _char_tables()
+    cls, space, folds = _char_tables()
     doc = np.repeat(np.arange(lens.size), lens)
     special = np.unique(doc[folds[cp]])
     if special.size:  # rare (ß, final sigma, ...): Python's full case folding for those texts only
@@ -337,16 +394,18 @@ def _normalise(texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cp, lens = _code_points(pa.array(strings, type=pa.large_string()))
         doc = np.repeat(np.arange(lens.size), lens)
     # Whitespace collapse: keep a space only as the first of a run with non-space text on both sides.
-    _, space, _ = _char_tables()
     is_space = space[cp]
+    if not is_space.any():
+        return cp, lens
     solid = np.flatnonzero(~is_space)
     first_solid = np.full(lens.size, np.iinfo(np.int64).max)
     last_solid = np.full(lens.size, -1)
     if solid.size:
         solid_doc = doc[solid]
-        edge = np.flatnonzero(np.r_[True, solid_doc[1:] != solid_doc[:-1]])
+        change = solid_doc[1:] != solid_doc[:-1]
+        edge = np.flatnonzero(np.r_[True, change])
         first_solid[solid_doc[edge]] = solid[edge]
-        edge = np.flatnonzero(np.r_[solid_doc[1:] != solid_doc[:-1], True])
+        edge = np.flatnonzero(np.r_[change, True])
         last_solid[solid_doc[edge]] = solid[edge]
     idx = np.arange(cp.size)
     prev_solid = np.r_[False, ~is_space[:-1]]
@@ -364,21 +423,11 @@ def _code_points(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return cp, pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _powers(base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """base**i and base**-i modulo 2**64 for i in 0..n (uint64 arithmetic wraps)."""
-    fwd = np.empty(n + 1, _U64)
-    inv = np.empty(n + 1, _U64)
-    fwd[0] = inv[0] = 1
-    np.cumprod(np.full(n, base, _U64), out=fwd[1:])
-    np.cumprod(np.full(n, pow(base, -1, 1 << 64), _U64), out=inv[1:])
-    return fwd, inv
-
-
-def _span_hash(values: np.ndarray, base: int, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+def _span_hash(values: np.ndarray, base: int, start: np.ndarray, end: np.ndarray, hashes: _Hashes) -> np.ndarray:
     """Polynomial hash of values[start:end] for every (start, end), independent of where the span lies."""
-    fwd, inv = _powers(base, values.size)
+    fwd, inv = hashes.powers(base, values.size)
     prefix = np.zeros(values.size + 1, _U64)
-    np.cumsum(values.astype(_U64) * fwd[:-1], out=prefix[1:])
+    np.cumsum(values.astype(_U64) * fwd[:values.size], out=prefix[1:])
     return (prefix[end] - prefix[start]) * inv[start]
 
 
@@ -392,10 +441,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _key_hash(cp: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """64-bit key of each normalised text; 0 for an empty one (null or blank text)."""
+def _key_hash(cp: np.ndarray, lens: np.ndarray, hashes: _Hashes) -> np.ndarray:
+    """64-bit key of each normalised text; 0 for an empty one (blank text)."""
     ends = np.cumsum(lens)
-    h = _mix(_span_hash(cp, _BASE_CHAR, ends - lens, ends) ^ (lens.astype(_U64) * _U64(0x9E3779B97F4A7C15)))
+    h = _span_hash(cp, _BASE_CHAR, ends - lens, ends, hashes)
+    h = _mix(h ^ (lens.astype(_U64) * _U64(0x9E3779B97F4A7C15)))
     h[h == 0] = 1
     h[lens == 0] = 0
     return h
@@ -403,73 +453,69 @@ def _key_hash(cp: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 def _signature(cp: np.ndarray, lens: np.ndarray, keys: np.ndarray, cfg: DuplicatesConfig,
                hashes: _Hashes) -> np.ndarray:
-    """One-permutation MinHash of each text's shingle set: (texts, num_perm) uint32."""
+    """One-permutation MinHash of each text's shingle set: (texts, num_perm) uint32, _EMPTY for empty bins."""
     n, k = lens.size, cfg.num_perm
-    doc, shingle = _shingles(cp, lens, keys, cfg)
+    doc, shingle = _shingles(cp, lens, keys, cfg, hashes)
     h = _mix(shingle ^ hashes.salt)
-    # High 32 bits pick the bin (multiply-shift), low 32 bits are the value compared.
+    # High 32 bits pick the bin (multiply-shift), low 32 bits are the value. Sorting (cell << 32 | value)
+    # puts each cell's minimum first; a sort is cheaper than np.minimum.at's scatter.
     bins = ((h >> _U64(32)) * _U64(k)) >> _U64(32)
+    cell_value = ((doc.astype(_U64) * _U64(k) + bins) << _U64(32)) | (h & _U64(0xFFFFFFFF))
+    cell_value.sort()
+    cell = (cell_value >> _U64(32)).astype(np.int64)
+    first = np.r_[True, cell[1:] != cell[:-1]]
     sig = np.full(n * k, _EMPTY, np.uint32)
-    np.minimum.at(sig, doc * k + bins.astype(np.int64), h.astype(np.uint32))
-    return _densify(sig.reshape(n, k), hashes.probes)
+    sig[cell[first]] = cell_value[first].astype(np.uint32)
+    return sig.reshape(n, k)
 
 
-def _shingles(cp: np.ndarray, lens: np.ndarray, keys: np.ndarray,
-              cfg: DuplicatesConfig) -> tuple[np.ndarray, np.ndarray]:
+def _shingles(cp: np.ndarray, lens: np.ndarray, keys: np.ndarray, cfg: DuplicatesConfig,
+              hashes: _Hashes) -> tuple[np.ndarray, np.ndarray]:
     """(text index, 64-bit shingle hash) of every shingle of every text; see the module docstring."""
     n = lens.size
     cls_table, _, _ = _char_tables()
     cls = cls_table[cp]
     doc = np.repeat(np.arange(n), lens)
-    new_doc = np.zeros(cp.size + 1, bool)
+    new_doc = np.zeros(cp.size + 1, bool)  # True where a text starts (and past the end)
     starts = np.cumsum(lens) - lens
-    new_doc[starts[starts < cp.size]] = True
+    new_doc[starts] = True
     new_doc[cp.size] = True
     word = cls == 1
     word_next = np.r_[word[1:], False] & ~new_doc[1:]
     word_prev = np.r_[False, word[:-1]] & ~new_doc[:-1]
-    tok_start = np.flatnonzero((cls == 2) | (word & ~word_prev))
-    tok_end = np.flatnonzero((cls == 2) | (word & ~word_next)) + 1
+    unspaced = cls == 2
+    tok_start = np.flatnonzero(unspaced | (word & ~word_prev))
+    tok_end = np.flatnonzero(unspaced | (word & ~word_next)) + 1
     tok_doc = doc[tok_start]
-    tok = _mix(_span_hash(cp, _BASE_CHAR, tok_start, tok_end))
+    tok = _mix(_span_hash(cp, _BASE_CHAR, tok_start, tok_end, hashes))
     count = np.bincount(tok_doc, minlength=n)
-    unspaced = np.bincount(tok_doc, weights=cls[tok_start] == 2, minlength=n)
-    gram = np.where(2 * unspaced > count, cfg.char_ngram, cfg.word_ngram)
+    n_unspaced = np.bincount(tok_doc, weights=unspaced[tok_start], minlength=n)
+    gram = np.where(2 * n_unspaced > count, cfg.char_ngram, cfg.word_ngram)
     gram = np.minimum(gram, np.maximum(count, 1))  # shorter than one shingle: the whole text is one
     tok_first = np.cumsum(count) - count
     local = np.arange(tok.size) - tok_first[tok_doc]
     begin = np.flatnonzero(local <= (count - gram)[tok_doc])
     sh_doc = tok_doc[begin]
-    sh = _span_hash(tok, _BASE_TOKEN, begin, begin + gram[sh_doc])
+    sh = _span_hash(tok, _BASE_TOKEN, begin, begin + gram[sh_doc], hashes)
     bare = np.flatnonzero(count == 0)  # only punctuation / symbols: the whole key is the one shingle
-    return np.r_[sh_doc, bare], np.r_[sh, keys[bare]]
+    if bare.size:
+        return np.r_[sh_doc, bare], np.r_[sh, keys[bare]]
+    return sh_doc, sh
 
 
-def _densify(sig: np.ndarray, probes: np.ndarray) -> np.ndarray:
-    """Fill empty bins by optimal densification: an empty bin takes the value of the first non-empty bin
-    in its own fixed probe sequence (the same for every text, so equal sets stay equal)."""
-    n, k = sig.shape
-    flat = sig.ravel()
-    out = flat.copy()
-    cells = np.flatnonzero(flat == _EMPTY)
-    row, col = np.divmod(cells, k)
-    for attempt in range(probes.shape[0]):
-        if not cells.size:
-            break
-        value = flat[row * k + probes[attempt, col]]
-        hit = value != _EMPTY
-        out[cells[hit]] = value[hit]
-        miss = ~hit
-        cells, row, col = cells[miss], row[miss], col[miss]
-    if cells.size:  # very few non-empty bins: take the next non-empty bin to the right, circularly
-        grid = flat.reshape(n, k)
-        doubled = np.concatenate([grid, grid], axis=1)
-        full = np.where(doubled != _EMPTY, np.arange(2 * k), 4 * k)
-        nxt = np.minimum.accumulate(full[:, ::-1], axis=1)[:, ::-1]
-        src = nxt[row, col]
-        ok = src < 4 * k
-        out[cells[ok]] = doubled[row[ok], src[ok]]
-    return out.reshape(n, k)
+def _rotate(sig: np.ndarray) -> np.ndarray:
+    """Densify for banding: an empty bin takes the value of the next non-empty bin to its right, circularly.
+
+    sig: (texts, num_perm); every text has at least one non-empty bin. The fill depends only on the set, so
+    equal sets stay equal, and a small edit changes only the bands near the changed bins."""
+    empty = sig == _EMPTY
+    if not empty.any():
+        return sig
+    k = sig.shape[1]
+    where = np.where(empty, np.int16(k), np.arange(k, dtype=np.int16))
+    nxt = np.minimum.accumulate(where[:, ::-1], axis=1)[:, ::-1]  # (texts, num_perm) next non-empty bin
+    nxt = np.where(nxt == k, nxt[:, :1], nxt)  # none to the right: wrap to the first non-empty bin
+    return np.take_along_axis(sig, nxt.astype(np.intp), axis=1)
 
 
 def _band_hashes(sig: np.ndarray, cfg: DuplicatesConfig, hashes: _Hashes) -> np.ndarray:
