@@ -14,11 +14,15 @@ whole normalised key.
 
 Duplicates are judged within a split, keep-first in input order: a later copy points at the first one.
 A copy in another split is leakage instead, and the copy in the *earlier* split of train < validation < test
-is flagged, so evaluation text stays where it is and training never sees it. The sketch is one-permutation
-MinHash (one hash per shingle, `num_bands * rows_per_band` bins, empty bins filled by optimal densification)
-computed with numpy over `chunk_rows` texts at a time; across chunks only a 64-bit key, the band hashes and
-an 8-bit-per-bin signature of each row are kept. Candidate pairs share a band hash; the pairs are kept when
-their estimated Jaccard reaches `threshold`.
+is flagged, so evaluation text stays where it is and training never sees it.
+
+The sketch is one-permutation MinHash: one 64-bit hash per shingle picks one of `num_bands * rows_per_band`
+bins and competes for its minimum, so the cost grows with the shingles, not with shingles x bins. It is
+computed with numpy over `chunk_rows` texts at a time (rolling hashes over the concatenated code points);
+across chunks only a 64-bit key, the band hashes and 8 bits per bin of each row are kept (about 270 bytes a
+row with the defaults). Bands are hashed after filling each empty bin from the next non-empty one, so short
+texts still fall into buckets; two texts sharing a bucket are kept when their Jaccard similarity, estimated
+from the bins not empty in both, reaches `threshold`.
 """
 
 from __future__ import annotations
@@ -68,8 +72,8 @@ class DuplicatesConfig:
     """Estimated Jaccard similarity from which two different texts are near duplicates."""
     seed: int = 1
     """Seed of the hash functions; the same seed always gives the same result."""
-    chunk_rows: int = 100_000
-    """Texts shingled and sketched at a time; the memory of the text work grows with it."""
+    chunk_rows: int = 32_768
+    """Texts shingled and sketched at a time; the memory of the text work grows with it (~150 MB here)."""
     bucket_compare: int = 16
     """Each text in an LSH bucket is compared with at most this many of the bucket's earliest texts."""
 
@@ -120,7 +124,11 @@ def find_duplicates(frame: pd.DataFrame, cfg: DuplicatesConfig | None = None) ->
 
     Pointers are 0-based row positions in `frame`. Rows with null or blank text get NA everywhere; later
     exact copies get NA near-duplicate measures (they are already duplicates); rows outside
-    train/validation/test get NA leakage measures.
+    train/validation/test get NA leakage measures. Label measures look across splits: `labels_per_text`
+    counts the distinct non-null labels of all rows with the same text (`conflicting_label` when > 1, on
+    every copy); `labels_per_cluster` does the same over a near-duplicate cluster (texts linked by
+    near-duplicate pairs), and `near_duplicate_conflicting_label` marks every row of a cluster of two or more
+    texts that carries more than one label.
     """
     cfg = cfg or DuplicatesConfig()
     n = len(frame)
@@ -319,10 +327,11 @@ def _as_arrow(text: pd.Series) -> pa.Array:
     """The text column as one arrow large_string array (nulls kept; other scalars as their str())."""
     try:
         column = pa.array(text, type=pa.large_string(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        values = text.to_numpy(object)
-        column = pa.array([v if isinstance(v, str) or v is None or v is pd.NA or v != v else str(v)
-                           for v in values], type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        # Object columns: numbers become their text; lone surrogates (undecodable input) become "?".
+        values = [None if v is None or v is pd.NA or v != v else str(v).encode("utf-8", "replace").decode("utf-8")
+                  for v in text.to_numpy(object)]
+        column = pa.array(values, type=pa.large_string())
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
