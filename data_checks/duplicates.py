@@ -1,0 +1,534 @@
+"""Exact duplicates, near duplicates, train/test leakage and conflicting labels, as row measures.
+
+`find_duplicates` measures a corpus table (doc_id, text, label, split) and returns numeric measure columns
+plus pointer columns (0-based row positions in the input); `duplicate_rules` declares the RowRules over them.
+
+Two texts are *the same* when their normalised keys are equal: NFKC, then Unicode case folding, then every
+run of whitespace collapsed to one space and the ends stripped. They are *near duplicates* when the Jaccard
+similarity of their shingle sets, estimated by MinHash, is at least `threshold`. Shingles are built from
+tokens, punctuation and symbols ignored: a run of letters/digits is one word token, and every character of
+a script written without spaces (Han, kana, Thai, ...) is a token of its own. A text made mostly of such
+characters is shingled in `char_ngram`-grams, any other text in `word_ngram`-grams; a text with fewer tokens
+than that is one shingle, and a text with no token at all (only punctuation or emoji) is one shingle of its
+whole normalised key.
+
+Duplicates are judged within a split, keep-first in input order: a later copy points at the first one.
+A copy in another split is leakage instead, and the copy in the *earlier* split of train < validation < test
+is flagged, so evaluation text stays where it is and training never sees it.
+
+The sketch is one-permutation MinHash: one 64-bit hash per shingle picks one of `num_bands * rows_per_band`
+bins and competes for its minimum, so the cost grows with the shingles, not with shingles x bins. It is
+computed with numpy over `chunk_rows` texts at a time (rolling hashes over the concatenated code points);
+across chunks only a 64-bit key, the band hashes and 8 bits per bin of each row are kept (about 270 bytes a
+row with the defaults). Bands are hashed after filling each empty bin from the next non-empty one, so short
+texts still fall into buckets; two texts sharing a bucket are kept when their Jaccard similarity, estimated
+from the bins not empty in both, reaches `threshold`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from data_checks.config import SPLITS, _need
+from data_checks.rulebook import QUARANTINE, WARN, RowRule
+
+MEASURES = (
+    "duplicate_of", "exact_duplicate",
+    "near_duplicate_of", "near_duplicate_similarity", "near_duplicate",
+    "leak_of", "split_leakage",
+    "labels_per_text", "conflicting_label", "labels_per_cluster", "near_duplicate_conflicting_label",
+)
+"""The columns `find_duplicates` returns, in order."""
+
+_U64 = np.uint64
+_EMPTY = np.uint32(0xFFFFFFFF)
+_BASE_CHAR = 0x100000001B3  # odd bases: invertible modulo 2**64, so rolling hashes can be re-based
+_BASE_TOKEN = 0x9E3779B97F4A7C15
+_NO_BYTE = 255  # 8-bit signature code of an empty bin
+
+
+@dataclass
+class DuplicatesConfig:
+    """How duplicates, near duplicates and leakage are found (the `validate.duplicates` settings)."""
+
+    word_ngram: int = 2
+    """Words per shingle for space-separated text; 2 keeps a one-word edit of a 20-word review near (J ~ 0.8)."""
+    char_ngram: int = 3
+    """Characters per shingle for text written without spaces (Chinese, Japanese, Thai)."""
+    num_bands: int = 20
+    """LSH bands; with `rows_per_band` they set the sketch size (num_bands * rows_per_band bins)."""
+    rows_per_band: int = 5
+    """Bins per band; 20 x 5 makes a pair with Jaccard 0.7 a candidate with probability 0.97."""
+    threshold: float = 0.7
+    """Estimated Jaccard similarity from which two different texts are near duplicates."""
+    seed: int = 1
+    """Seed of the hash functions; the same seed always gives the same result."""
+    chunk_rows: int = 32_768
+    """Texts shingled and sketched at a time; the memory of the text work grows with it (~150 MB here)."""
+    bucket_compare: int = 16
+    """Each text in an LSH bucket is compared with at most this many of the bucket's earliest texts."""
+
+    def __post_init__(self) -> None:
+        section = "validate.duplicates"
+        for name in ("word_ngram", "char_ngram", "num_bands", "rows_per_band", "chunk_rows", "bucket_compare"):
+            _need(getattr(self, name) >= 1, section, f"{name} must be >= 1, got {getattr(self, name)}")
+        _need(0.0 < self.threshold <= 1.0, section, f"threshold must be in (0, 1], got {self.threshold}")
+        _need(self.num_bands * self.rows_per_band <= 1024, section,
+              "num_bands * rows_per_band must be <= 1024 (the sketch size)")
+        _need(self.chunk_rows * self.num_bands * self.rows_per_band < 1 << 32, section,
+              "chunk_rows * num_bands * rows_per_band must be < 2**32")
+
+    @property
+    def num_perm(self) -> int:
+        """Bins of the MinHash sketch."""
+        return self.num_bands * self.rows_per_band
+
+
+def duplicate_rules(cfg: DuplicatesConfig | None = None) -> list[RowRule]:
+    """The row rules over `find_duplicates`' measures, with their default severities."""
+    cfg = cfg or DuplicatesConfig()
+    return [
+        RowRule("duplicate_exact", "exact_duplicate",
+                "a text occurs once per split after NFKC, case folding and whitespace collapse; later copies "
+                "(exact_duplicate > {max_value}) are dropped in favour of the first (duplicate_of)",
+                max_value=0, severity=QUARANTINE, family="inconsistency"),
+        RowRule("near_duplicate", "near_duplicate",
+                f"no text is a near duplicate (estimated Jaccard >= {cfg.threshold:g}) of an earlier text of its "
+                "split (near_duplicate <= {max_value}; see near_duplicate_of)",
+                max_value=0, severity=WARN, family="inconsistency"),
+        RowRule("split_leakage", "split_leakage",
+                "a text and its near duplicates stay in one split; the train (else validation) copy of a text "
+                "also found in a later split is set aside (split_leakage <= {max_value}; see leak_of)",
+                max_value=0, severity=QUARANTINE, family="inconsistency"),
+        RowRule("duplicate_conflicting_label", "conflicting_label",
+                "rows with the same normalised text carry one label (conflicting_label <= {max_value})",
+                max_value=0, severity=QUARANTINE, family="label_noise"),
+        RowRule("near_duplicate_conflicting_label", "near_duplicate_conflicting_label",
+                "near-duplicate texts carry one label (near_duplicate_conflicting_label <= {max_value}); "
+                "a changed word can flip a label, so this warns",
+                max_value=0, severity=WARN, family="label_noise"),
+    ]
+
+
+def find_duplicates(frame: pd.DataFrame, cfg: DuplicatesConfig | None = None) -> pd.DataFrame:
+    """Measure every row of `frame` (columns text, and label / split when present); see MEASURES.
+
+    Pointers are 0-based row positions in `frame`. Rows with null or blank text get NA everywhere; later
+    exact copies get NA near-duplicate measures (they are already duplicates); rows outside
+    train/validation/test get NA leakage measures. Label measures look across splits: `labels_per_text`
+    counts the distinct non-null labels of all rows with the same text (`conflicting_label` when > 1, on
+    every copy); `labels_per_cluster` does the same over a near-duplicate cluster (texts linked by
+    near-duplicate pairs), and `near_duplicate_conflicting_label` marks every row of a cluster of two or more
+    texts that carries more than one label.
+    """
+    cfg = cfg or DuplicatesConfig()
+    n = len(frame)
+    out = {name: np.full(n, -1, np.int64) for name in MEASURES if name != "near_duplicate_similarity"}
+    similarity = np.full(n, np.nan)
+    text = frame["text"]
+    key, bands, sig8 = _sketch_all(text, cfg)
+    valid = np.flatnonzero(key != 0)  # key 0 marks null or blank text
+    if valid.size:
+        _measure(frame, cfg, valid, key[valid], bands, sig8, out, similarity)
+    result = pd.DataFrame(index=frame.index)
+    for name in MEASURES:
+        if name == "near_duplicate_similarity":
+            result[name] = pd.arrays.FloatingArray(similarity, np.isnan(similarity))
+        else:
+            result[name] = pd.arrays.IntegerArray(out[name], out[name] < 0)  # -1: not applicable
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Row-level assembly: from per-row keys and sketches to the measure columns.
+
+
+def _measure(frame: pd.DataFrame, cfg: DuplicatesConfig, rows: np.ndarray, key: np.ndarray, bands: np.ndarray,
+             sig8: np.ndarray, out: dict[str, np.ndarray], similarity: np.ndarray) -> None:
+    # rows: positions of the rows with text; key: their keys. bands, sig8: sketches of every input row.
+    # Texts are numbered in order of first appearance and sketched by their first row.
+    text_id, uniques = pd.factorize(key)
+    n_text = len(uniques)
+    rep = rows[np.unique(text_id, return_index=True)[1]]
+    ta, tb, sim = _near_pairs(bands, sig8, rep, cfg)
+
+    split_code, split_names = _codes(frame, "split", rows)  # -1: null or no split column
+    rank_of = np.array([SPLITS.index(name) if name in SPLITS else -1 for name in split_names] + [-1], np.int64)
+    rank = rank_of[split_code]  # 0 train, 1 validation, 2 test, -1 anything else
+
+    # Exact duplicates, keep-first within (split, text); a null split is a split of its own here.
+    group = text_id.astype(np.int64) * (len(split_names) + 1) + split_code + 1
+    first = _first_index(group)
+    pos = rows  # positions in the input
+    dup = first != np.arange(rows.size)
+    out["duplicate_of"][pos[dup]] = pos[first[dup]]
+    out["exact_duplicate"][pos] = dup
+
+    # Near duplicates within a split: for every verified text pair and every split holding both texts, the
+    # later first-copy points at the earlier one; each row keeps its earliest such partner.
+    firsts = pd.DataFrame({"text": text_id[~dup], "split": split_code[~dup], "pos": pos[~dup], "rank": rank[~dup]})
+    out["near_duplicate"][pos[~dup]] = 0
+    if ta.size:
+        pairs = pd.DataFrame({"a": ta, "b": tb, "sim": sim})
+        both = (pairs.merge(firsts[["text", "split", "pos"]].rename(columns={"text": "a", "pos": "pa"}), on="a")
+                .merge(firsts[["text", "split", "pos"]].rename(columns={"text": "b", "pos": "pb"}), on=["b", "split"]))
+        later = np.maximum(both["pa"].to_numpy(), both["pb"].to_numpy())
+        earlier = np.minimum(both["pa"].to_numpy(), both["pb"].to_numpy())
+        best = (pd.DataFrame({"later": later, "earlier": earlier, "sim": both["sim"].to_numpy()})
+                .sort_values(["later", "earlier"], kind="stable").drop_duplicates("later"))
+        at = best["later"].to_numpy()
+        out["near_duplicate_of"][at] = best["earlier"].to_numpy()
+        similarity[at] = best["sim"].to_numpy()
+        out["near_duplicate"][at] = 1
+
+    # Leakage: a row is leaked when its text, or a near duplicate of it, has a copy in a later split; it
+    # points at the first copy in the latest such split.
+    known = firsts[firsts["rank"] >= 0]
+    candidates = [known[["text", "rank", "pos"]]]
+    if ta.size:
+        for src, dst in ((ta, tb), (tb, ta)):
+            link = pd.DataFrame({"text": src, "other": dst})
+            candidates.append(link.merge(known.rename(columns={"text": "other"}), on="other")[["text", "rank", "pos"]])
+    best = (pd.concat(candidates).sort_values(["text", "rank", "pos"], ascending=[True, False, True], kind="stable")
+            .drop_duplicates("text"))
+    best_rank = np.full(n_text, -1, np.int64)
+    best_pos = np.full(n_text, -1, np.int64)
+    best_rank[best["text"].to_numpy()] = best["rank"].to_numpy()
+    best_pos[best["text"].to_numpy()] = best["pos"].to_numpy()
+    in_split = rank >= 0
+    leak = in_split & (rank < best_rank[text_id])
+    out["split_leakage"][pos[in_split]] = leak[in_split]
+    out["leak_of"][pos[leak]] = best_pos[text_id[leak]]
+
+    # Labels: distinct non-null labels per text, and per near-duplicate cluster (connected texts).
+    label_code, _ = _codes(frame, "label", rows)
+    per_text = _distinct(text_id, label_code)
+    out["labels_per_text"][pos] = per_text
+    out["conflicting_label"][pos] = per_text > 1
+    graph = coo_matrix((np.ones(ta.size), (ta, tb)), shape=(n_text, n_text))
+    cluster_of_text = connected_components(graph, directed=False)[1]
+    per_cluster = _distinct(cluster_of_text[text_id], label_code)
+    texts_in_cluster = np.bincount(cluster_of_text)[cluster_of_text[text_id]]
+    out["labels_per_cluster"][pos] = per_cluster
+    out["near_duplicate_conflicting_label"][pos] = (texts_in_cluster > 1) & (per_cluster > 1)
+
+
+def _codes(frame: pd.DataFrame, column: str, rows: np.ndarray) -> tuple[np.ndarray, list]:
+    """Integer codes of frame[column] at `rows` (-1 for null) and the values they stand for."""
+    if column not in frame:
+        return np.full(rows.size, -1, np.int64), []
+    codes, uniques = pd.factorize(frame[column])
+    return codes[rows].astype(np.int64), list(uniques)
+
+
+def _distinct(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """For each element, the number of distinct non-negative codes in its group."""
+    known = codes >= 0
+    width = int(codes.max()) + 1 if known.any() else 1
+    pairs = np.unique(groups[known].astype(np.int64) * width + codes[known])
+    return np.bincount(pairs // width, minlength=int(groups.max()) + 1)[groups]
+
+
+def _first_index(codes: np.ndarray) -> np.ndarray:
+    """For each element, the index of the first element with the same code."""
+    uniq, first = np.unique(codes, return_index=True)
+    return first[np.searchsorted(uniq, codes)]
+
+
+def _estimate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Jaccard estimate of row pairs of 8-bit one-permutation signatures (pairs, num_perm).
+
+    Bins empty in both texts carry no information and are left out (Li, Owen & Zhang's OPH estimator);
+    two different 8-bit values agree by chance 1 time in 255, which is taken off (b-bit minwise hashing)."""
+    x_empty = x == _NO_BYTE
+    y_empty = y == _NO_BYTE
+    union = (~(x_empty & y_empty)).sum(axis=1)
+    both = (~x_empty & ~y_empty).sum(axis=1)
+    agree = ((x == y) & ~x_empty).sum(axis=1)
+    true_agree = np.maximum(agree - both / 255, 0) / (1 - 1 / 255)
+    return np.clip(true_agree / np.maximum(union, 1), 0.0, 1.0)
+
+
+def _near_pairs(bands: np.ndarray, sig8: np.ndarray, rep: np.ndarray,
+                cfg: DuplicatesConfig) -> tuple[np.ndarray, ...]:
+    """Verified near-duplicate text pairs (a < b, estimated Jaccard >= threshold) from LSH buckets.
+
+    bands: (rows, num_bands) uint64 and sig8: (rows, num_perm) uint8 sketches of every input row;
+    rep: the row sketching each text, in text order. Pairs are returned as text numbers.
+    """
+    n = rep.size
+    found = []
+    for band in range(bands.shape[1]):
+        keys = bands[rep, band]
+        order = np.argsort(keys, kind="stable")  # stable: a bucket's members stay in text order
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        shared = np.repeat(sizes > 1, sizes)
+        if not shared.any():
+            continue
+        start_of = np.repeat(starts, sizes)
+        rank = np.arange(n) - start_of
+        for k in range(min(cfg.bucket_compare, int(sizes.max()) - 1)):
+            # Member of rank > k against the bucket's member of rank k.
+            later = shared & (rank > k)
+            found.append(order[start_of[later] + k] * n + order[later])
+    if not found:
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0)
+    flat = np.unique(np.concatenate(found))
+    a, b = flat // n, flat % n
+    sim = np.empty(a.size)
+    step = 1 << 16  # bounded (pairs, num_perm) temporaries
+    for lo in range(0, a.size, step):
+        sim[lo:lo + step] = _estimate(sig8[rep[a[lo:lo + step]]], sig8[rep[b[lo:lo + step]]])
+    keep = sim >= cfg.threshold - 1e-9
+    return a[keep], b[keep], sim[keep]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Text work, one chunk at a time: normalise, key, shingle, sketch.
+
+
+def _sketch_all(text: pd.Series, cfg: DuplicatesConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the 64-bit key of the normalised text (0 for null/blank), band hashes and 8-bit signature."""
+    n = len(text)
+    key = np.zeros(n, _U64)
+    bands = np.zeros((n, cfg.num_bands), _U64)
+    sig8 = np.full((n, cfg.num_perm), _NO_BYTE, np.uint8)
+    hashes = _Hashes.make(cfg)
+    column = _as_arrow(text)
+    for lo in range(0, n, cfg.chunk_rows):
+        chunk = column.slice(lo, cfg.chunk_rows)
+        present = np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
+        if not present.size:
+            continue
+        cp, lens = _normalise(chunk.take(present) if present.size < len(chunk) else chunk)
+        keys = _key_hash(cp, lens, hashes)
+        sig = _signature(cp, lens, keys, cfg, hashes)
+        at = lo + present
+        key[at] = keys
+        # 8 bits per bin are enough to estimate similarity (b-bit minwise hashing); 255 marks an empty bin.
+        sig8[at] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
+        bands[at] = _band_hashes(_rotate(sig), cfg, hashes)
+    return key, bands, sig8
+
+
+def _as_arrow(text: pd.Series) -> pa.Array:
+    """The text column as one arrow large_string array (nulls kept; other scalars as their str())."""
+    try:
+        column = pa.array(text, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+        # Object columns: numbers become their text; lone surrogates (undecodable input) become "?".
+        values = [None if v is None or v is pd.NA or v != v else str(v).encode("utf-8", "replace").decode("utf-8")
+                  for v in text.to_numpy(object)]
+        column = pa.array(values, type=pa.large_string())
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+class _Hashes:
+    """The seeded constants of one run, and cached powers of the rolling-hash bases."""
+
+    def __init__(self, salt: np.uint64, band_mult: np.ndarray, band_salt: np.ndarray) -> None:
+        self.salt = salt
+        self.band_mult = band_mult  # (rows_per_band,) odd uint64 multipliers
+        self.band_salt = band_salt  # (num_bands,) uint64
+        self._powers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @staticmethod
+    def make(cfg: DuplicatesConfig) -> _Hashes:
+        rng = np.random.default_rng(cfg.seed)
+        big = np.iinfo(np.uint64).max
+        return _Hashes(
+            salt=_U64(rng.integers(0, big, dtype=np.uint64, endpoint=True)),
+            band_mult=rng.integers(0, big, size=cfg.rows_per_band, dtype=np.uint64, endpoint=True) | _U64(1),
+            band_salt=rng.integers(0, big, size=cfg.num_bands, dtype=np.uint64, endpoint=True),
+        )
+
+    def powers(self, base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """base**i and base**-i modulo 2**64 for i in 0..n (uint64 arithmetic wraps), computed once per run."""
+        have = self._powers.get(base)
+        if have is None or have[0].size <= n:
+            size = n + 1 + n // 8  # chunks differ a little in length: some slack saves recomputing
+            fwd = np.empty(size, _U64)
+            inv = np.empty(size, _U64)
+            fwd[0] = inv[0] = 1
+            np.cumprod(np.full(size - 1, base, _U64), out=fwd[1:])
+            np.cumprod(np.full(size - 1, pow(base, -1, 1 << 64), _U64), out=inv[1:])
+            have = self._powers[base] = (fwd, inv)
+        return have
+
+
+@lru_cache(maxsize=1)
+def _char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per code point: token class (0 separator, 1 word character, 2 character token), whitespace, and
+    whether case folding differs from lower-casing (those texts are folded by Python)."""
+    size = 0x110000
+    covered = 0x30000  # categories beyond the supplementary ideographic plane matter little here
+    cls = np.zeros(size, np.uint8)
+    cls[:covered] = np.frombuffer(bytes(unicodedata.category(chr(c))[0] in "LNM" for c in range(covered)), np.uint8)
+    unspaced = np.zeros(size, bool)
+    for lo, hi in ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x2E80, 0x2FDF), (0x3005, 0x3007),
+                   (0x3040, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF)):
+        unspaced[lo:hi + 1] = True
+    cls[unspaced & (cls == 1)] = 2
+    cls[0x30000:0x40000] = 2
+    space = np.zeros(size, bool)
+    space[:0x3001] = np.frombuffer(bytes(chr(c).isspace() for c in range(0x3001)), bool)
+    folds = np.zeros(size, bool)
+    folds[:0x20000] = np.frombuffer(bytes(chr(c).casefold() != chr(c).lower() for c in range(0x20000)), bool)
+    return cls, space, folds
+
+
+def _normalise(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """NFKC + case folding + whitespace collapse of each (non-null) text: (code points of all, length of each)."""
+    arr = pc.utf8_lower(pc.utf8_normalize(arr, form="NFKC"))
+    cp, lens = _code_points(arr)
+    cls, space, folds = _char_tables()
+    doc = np.repeat(np.arange(lens.size), lens)
+    special = np.unique(doc[folds[cp]])
+    if special.size:  # rare (ß, final sigma, ...): Python's full case folding for those texts only
+        strings = arr.to_pylist()
+        for i in special:
+            strings[i] = unicodedata.normalize("NFKC", strings[i].casefold())
+        cp, lens = _code_points(pa.array(strings, type=pa.large_string()))
+        doc = np.repeat(np.arange(lens.size), lens)
+    # Whitespace collapse: keep a space only as the first of a run with non-space text on both sides.
+    is_space = space[cp]
+    if not is_space.any():
+        return cp, lens
+    solid = np.flatnonzero(~is_space)
+    first_solid = np.full(lens.size, np.iinfo(np.int64).max)
+    last_solid = np.full(lens.size, -1)
+    if solid.size:
+        solid_doc = doc[solid]
+        change = solid_doc[1:] != solid_doc[:-1]
+        edge = np.flatnonzero(np.r_[True, change])
+        first_solid[solid_doc[edge]] = solid[edge]
+        edge = np.flatnonzero(np.r_[change, True])
+        last_solid[solid_doc[edge]] = solid[edge]
+    idx = np.arange(cp.size)
+    prev_solid = np.r_[False, ~is_space[:-1]]
+    keep = ~is_space | (prev_solid & (idx > first_solid[doc]) & (idx < last_solid[doc]))
+    cp = np.where(is_space, np.uint32(0x20), cp)[keep]
+    return cp, np.bincount(doc[keep], minlength=lens.size)
+
+
+def _code_points(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-32 code points of a large_string array, concatenated, and the length of each string."""
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset:arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    raw = data.to_pybytes()[offsets[0]:offsets[-1]] if data is not None else b""
+    cp = np.frombuffer(raw.decode("utf-8", "surrogatepass").encode("utf-32-le", "surrogatepass"), np.uint32)
+    return cp, pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _span_hash(values: np.ndarray, base: int, start: np.ndarray, end: np.ndarray, hashes: _Hashes) -> np.ndarray:
+    """Polynomial hash of values[start:end] for every (start, end), independent of where the span lies."""
+    fwd, inv = hashes.powers(base, values.size)
+    prefix = np.zeros(values.size + 1, _U64)
+    np.cumsum(values.astype(_U64) * fwd[:values.size], out=prefix[1:])
+    return (prefix[end] - prefix[start]) * inv[start]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser: spreads every input bit over the whole word."""
+    x = x ^ (x >> _U64(33))
+    x *= _U64(0xFF51AFD7ED558CCD)
+    x ^= x >> _U64(33)
+    x *= _U64(0xC4CEB9FE1A85EC53)
+    x ^= x >> _U64(33)
+    return x
+
+
+def _key_hash(cp: np.ndarray, lens: np.ndarray, hashes: _Hashes) -> np.ndarray:
+    """64-bit key of each normalised text; 0 for an empty one (blank text)."""
+    ends = np.cumsum(lens)
+    h = _span_hash(cp, _BASE_CHAR, ends - lens, ends, hashes)
+    h = _mix(h ^ (lens.astype(_U64) * _U64(0x9E3779B97F4A7C15)))
+    h[h == 0] = 1
+    h[lens == 0] = 0
+    return h
+
+
+def _signature(cp: np.ndarray, lens: np.ndarray, keys: np.ndarray, cfg: DuplicatesConfig,
+               hashes: _Hashes) -> np.ndarray:
+    """One-permutation MinHash of each text's shingle set: (texts, num_perm) uint32, _EMPTY for empty bins."""
+    n, k = lens.size, cfg.num_perm
+    doc, shingle = _shingles(cp, lens, keys, cfg, hashes)
+    h = _mix(shingle ^ hashes.salt)
+    # High 32 bits pick the bin (multiply-shift), low 32 bits are the value. Sorting (cell << 32 | value)
+    # puts each cell's minimum first; a sort is cheaper than np.minimum.at's scatter.
+    bins = ((h >> _U64(32)) * _U64(k)) >> _U64(32)
+    cell_value = ((doc.astype(_U64) * _U64(k) + bins) << _U64(32)) | (h & _U64(0xFFFFFFFF))
+    cell_value.sort()
+    cell = (cell_value >> _U64(32)).astype(np.int64)
+    first = np.r_[True, cell[1:] != cell[:-1]]
+    sig = np.full(n * k, _EMPTY, np.uint32)
+    sig[cell[first]] = cell_value[first].astype(np.uint32)
+    return sig.reshape(n, k)
+
+
+def _shingles(cp: np.ndarray, lens: np.ndarray, keys: np.ndarray, cfg: DuplicatesConfig,
+              hashes: _Hashes) -> tuple[np.ndarray, np.ndarray]:
+    """(text index, 64-bit shingle hash) of every shingle of every text; see the module docstring."""
+    n = lens.size
+    cls_table, _, _ = _char_tables()
+    cls = cls_table[cp]
+    doc = np.repeat(np.arange(n), lens)
+    new_doc = np.zeros(cp.size + 1, bool)  # True where a text starts (and past the end)
+    starts = np.cumsum(lens) - lens
+    new_doc[starts] = True
+    new_doc[cp.size] = True
+    word = cls == 1
+    word_next = np.r_[word[1:], False] & ~new_doc[1:]
+    word_prev = np.r_[False, word[:-1]] & ~new_doc[:-1]
+    unspaced = cls == 2
+    tok_start = np.flatnonzero(unspaced | (word & ~word_prev))
+    tok_end = np.flatnonzero(unspaced | (word & ~word_next)) + 1
+    tok_doc = doc[tok_start]
+    tok = _mix(_span_hash(cp, _BASE_CHAR, tok_start, tok_end, hashes))
+    count = np.bincount(tok_doc, minlength=n)
+    n_unspaced = np.bincount(tok_doc, weights=unspaced[tok_start], minlength=n)
+    gram = np.where(2 * n_unspaced > count, cfg.char_ngram, cfg.word_ngram)
+    gram = np.minimum(gram, np.maximum(count, 1))  # shorter than one shingle: the whole text is one
+    tok_first = np.cumsum(count) - count
+    local = np.arange(tok.size) - tok_first[tok_doc]
+    begin = np.flatnonzero(local <= (count - gram)[tok_doc])
+    sh_doc = tok_doc[begin]
+    sh = _span_hash(tok, _BASE_TOKEN, begin, begin + gram[sh_doc], hashes)
+    bare = np.flatnonzero(count == 0)  # only punctuation / symbols: the whole key is the one shingle
+    if bare.size:
+        return np.r_[sh_doc, bare], np.r_[sh, keys[bare]]
+    return sh_doc, sh
+
+
+def _rotate(sig: np.ndarray) -> np.ndarray:
+    """Densify for banding: an empty bin takes the value of the next non-empty bin to its right, circularly.
+
+    sig: (texts, num_perm); every text has at least one non-empty bin. The fill depends only on the set, so
+    equal sets stay equal, and a small edit changes only the bands near the changed bins."""
+    empty = sig == _EMPTY
+    if not empty.any():
+        return sig
+    k = sig.shape[1]
+    where = np.where(empty, np.int16(k), np.arange(k, dtype=np.int16))
+    nxt = np.minimum.accumulate(where[:, ::-1], axis=1)[:, ::-1]  # (texts, num_perm) next non-empty bin
+    nxt = np.where(nxt == k, nxt[:, :1], nxt)  # none to the right: wrap to the first non-empty bin
+    return np.take_along_axis(sig, nxt.astype(np.intp), axis=1)
+
+
+def _band_hashes(sig: np.ndarray, cfg: DuplicatesConfig, hashes: _Hashes) -> np.ndarray:
+    """(texts, num_bands) uint64: one hash of each band's rows_per_band MinHash values."""
+    grid = sig.reshape(sig.shape[0], cfg.num_bands, cfg.rows_per_band).astype(_U64)
+    combined = (grid * hashes.band_mult).sum(axis=2, dtype=_U64)  # (texts, num_bands)
+    return _mix(combined + hashes.band_salt)
