@@ -15,7 +15,9 @@ import pandas as pd
 from data_checks.clean import CleanConfig
 from data_checks.config import IngestConfig, ValidateConfig
 from data_checks.ingest import read_source
+from data_checks.drift import read_profile
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
+from data_checks.snapshot import PROFILE_FILE
 from data_checks.validate import clean_and_validate
 
 REPORT_COLUMNS = ("source_row", "rule", "severity", "action", "detail")
@@ -31,12 +33,24 @@ def report_table(findings: pd.DataFrame, fixes: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["source_row", "action", "rule"], na_position="last", kind="stable").reset_index(drop=True)
 
 
+def _reference(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    path = Path(path)
+    profile_path = path / PROFILE_FILE if path.is_dir() else path
+    reference = read_profile(profile_path)
+    if reference is None:
+        raise DoclifeError(f"{profile_path}: no drift profile (pass a snapshot directory or its {PROFILE_FILE})")
+    return reference
+
+
 def check(source: Path, ingest_cfg: IngestConfig, validate_cfg: ValidateConfig, out_dir: Path,
-          labels: list[str] | None = None, clean_cfg: CleanConfig | None = None) -> dict[str, Any]:
+          labels: list[str] | None = None, clean_cfg: CleanConfig | None = None, reference: Path | None = None) -> dict[str, Any]:
     """Clean and validate `source`; write the findings, the summary and Data Docs under `out_dir`; return the summary.
 
     Without `ingest_cfg.label_column` the corpus is unlabelled and the label rules do not apply. `labels` is
     the declared label set; None declares the labels found in the file (so no label is unknown).
+    `reference` is a snapshot directory or a drift profile file to measure drift against.
     """
     source, out_dir = Path(source), Path(out_dir)
     frame = read_source(ingest_cfg, source)
@@ -48,7 +62,8 @@ def check(source: Path, ingest_cfg: IngestConfig, validate_cfg: ValidateConfig, 
         validate_cfg = replace(validate_cfg, labels=list(labels))
     with atomic_dir(out_dir / "data_docs") as docs:
         report, fixes = clean_and_validate(validate_cfg, clean_cfg or CleanConfig(), frame, docs, where=str(source),
-                                           labels=labels, labelled=labelled)
+                                           labels=labels, labelled=labelled,
+                                           reference=_reference(reference))
     table = report_table(report.findings, fixes)
     write_parquet(out_dir / "report.parquet", table)
     summary = {"source": str(source), **report.summary(), "findings": len(table),

@@ -112,20 +112,25 @@ def clean_texts(text: pd.Series, cfg: CleanConfig) -> tuple[pd.Series, pd.DataFr
 
 
 def mark_duplicates(frame: pd.DataFrame) -> pd.Series:
-    """doc_id of the first row (input order) with the same normalised text and label; null for first copies.
+    """doc_id of the first row (input order) of the same split with the same normalised text and label.
 
-    Copies whose labels differ are left unmarked, so the conflict stays visible to validation.
+    Null for first copies. Copies whose labels differ anywhere are left unmarked, so the conflict stays
+    visible to validation; copies in different splits are leakage, which validation sets aside on the
+    training side (dropping one here as well would lose the text altogether).
     """
     key = duplicate_key(frame["text"])
     label = frame["label"].astype(object).where(frame["label"].notna(), "\x00<no label>")
     candidates = key.notna()
-    groups = pd.DataFrame({"key": key[candidates], "label": label[candidates]})
+    groups = pd.DataFrame({"key": key[candidates], "label": label[candidates],
+                           "split": frame.loc[candidates, "split"].astype(object).fillna("")})
     labels_per_key = groups.groupby("key")["label"].transform("nunique")
     same_label = groups[labels_per_key == 1]
-    first = same_label.groupby("key").head(1)
-    first_id = pd.Series(frame.loc[first.index, "doc_id"].to_numpy(), index=first["key"].to_numpy())
-    pointer = same_label["key"].map(first_id)
-    pointer[pointer.index.isin(first.index)] = None
+    position = same_label.groupby(["key", "split"]).cumcount()
+    first = same_label[position == 0]
+    first_id = pd.Series(frame.loc[first.index, "doc_id"].to_numpy(),
+                         index=pd.MultiIndex.from_frame(first[["key", "split"]]))
+    later = same_label[position > 0]
+    pointer = pd.Series(first_id.reindex(pd.MultiIndex.from_frame(later[["key", "split"]])).to_numpy(), index=later.index)
     return pointer.reindex(frame.index).astype(object).where(lambda s: s.notna(), None)
 
 

@@ -4,8 +4,13 @@ sections of params.yaml one to one, and every default equals the value shipped t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from data_checks.io import DoclifeError
+
+if TYPE_CHECKING:
+    from data_checks.drift import DriftConfig
+    from data_checks.duplicates import DuplicatesConfig
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 SPLITS = ("train", "validation", "test")
@@ -16,6 +21,17 @@ def need(ok: bool, section: str, message: str) -> None:
     # A bad setting is user input like any other: one line naming where it lives.
     if not ok:
         raise DoclifeError(f"params.yaml: {section}: {message}")
+
+
+def _section(cls: type, value: Any, where: str) -> Any:
+    """A nested settings section: the dataclass itself, or built from its mapping in params.yaml."""
+    if value is None or isinstance(value, cls):
+        return value or cls()
+    need(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
+    try:
+        return cls(**value)
+    except TypeError as err:
+        raise DoclifeError(f"params.yaml: {where}: {err}") from None
 
 
 @dataclass
@@ -100,6 +116,10 @@ class ValidateConfig:
     """Rows measured at a time: memory for the per-row text work is bounded by it, not by the corpus."""
     rules: dict[str, dict] = field(default_factory=dict)
     """Per-rule overrides by rule name: {severity: fail|quarantine|warn|off, min_value, max_value}."""
+    duplicates: DuplicatesConfig | None = None
+    """Exact and near duplicates, conflicting labels and train/test leakage (data_checks.duplicates)."""
+    drift: DriftConfig | None = None
+    """The comparison with the previous snapshot's profile (data_checks.drift)."""
 
     def __post_init__(self) -> None:
         self.labels = [str(label) for label in self.labels]
@@ -121,6 +141,12 @@ class ValidateConfig:
              f"need 0 <= min_label_share ({self.min_label_share}) <= max_label_share ({self.max_label_share}) <= 1")
         need(self.chunk_rows >= 1, "validate", f"chunk_rows must be >= 1, got {self.chunk_rows}")
         need(isinstance(self.rules, dict), "validate", "rules must map rule names to {severity, min_value, max_value}")
+        # Imported here: the rule modules import this module for SPLITS and need().
+        from data_checks.drift import DriftConfig
+        from data_checks.duplicates import DuplicatesConfig
+
+        self.duplicates = _section(DuplicatesConfig, self.duplicates, "validate.duplicates")
+        self.drift = _section(DriftConfig, self.drift, "validate.drift")
 
 
 @dataclass

@@ -50,7 +50,7 @@ from great_expectations.render import LegacyRendererType, RenderedStringTemplate
 from great_expectations.render.renderer.renderer import renderer  # noqa: E402
 from great_expectations.render.renderer_configuration import RendererConfiguration, RendererValueType  # noqa: E402
 
-from data_checks.config import _need  # noqa: E402
+from data_checks.config import need  # noqa: E402
 from data_checks.io import DoclifeError, read_json, write_json  # noqa: E402
 
 PROFILE_FORMAT = "doclife-drift-profile"
@@ -79,7 +79,7 @@ def _default_length_bins() -> list[int]:
 
 @dataclass
 class DriftConfig:
-    """How a new corpus is compared with the previous snapshot (the `drift` section of params.yaml)."""
+    """How a new corpus is compared with the previous snapshot (`validate.drift` in params.yaml)."""
 
     psi_max: float = 0.2
     """Largest accepted population stability index of the label and script distributions. The industry
@@ -109,20 +109,20 @@ class DriftConfig:
     """Which comparisons run: any of label_drift, length_drift, script_drift, new_vocabulary."""
 
     def __post_init__(self) -> None:
-        _need(self.psi_max > 0, "drift", f"psi_max must be > 0, got {self.psi_max}")
-        _need(0 < self.ks_max <= 1, "drift", f"ks_max must be in (0, 1], got {self.ks_max}")
-        _need(0 < self.new_vocabulary_max <= 1, "drift", f"new_vocabulary_max must be in (0, 1], got {self.new_vocabulary_max}")
-        _need(self.severity in SEVERITIES, "drift", f"severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}")
-        _need(self.vocabulary_size >= 1, "drift", f"vocabulary_size must be >= 1, got {self.vocabulary_size}")
+        need(self.psi_max > 0, "validate.drift", f"psi_max must be > 0, got {self.psi_max}")
+        need(0 < self.ks_max <= 1, "validate.drift", f"ks_max must be in (0, 1], got {self.ks_max}")
+        need(0 < self.new_vocabulary_max <= 1, "validate.drift", f"new_vocabulary_max must be in (0, 1], got {self.new_vocabulary_max}")
+        need(self.severity in SEVERITIES, "validate.drift", f"severity must be one of {', '.join(SEVERITIES)}, got {self.severity!r}")
+        need(self.vocabulary_size >= 1, "validate.drift", f"vocabulary_size must be >= 1, got {self.vocabulary_size}")
         self.length_bins = [int(e) for e in self.length_bins]
-        _need(
+        need(
             len(self.length_bins) >= 2 and self.length_bins[0] == 0 and all(np.diff(self.length_bins) > 0),
-            "drift",
+            "validate.drift",
             f"length_bins must increase strictly from 0 and have at least 2 edges, got {self.length_bins}",
         )
         self.rules = [str(r) for r in self.rules]
         unknown = sorted(set(self.rules) - set(RULES))
-        _need(not unknown, "drift", f"unknown rule(s) {', '.join(unknown)} (expected any of {', '.join(RULES)})")
+        need(not unknown, "validate.drift", f"unknown rule(s) {', '.join(unknown)} (expected any of {', '.join(RULES)})")
 
     def threshold(self, rule: str) -> float:
         """The budget of one rule, in the unit of its observed value."""

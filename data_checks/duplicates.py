@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from data_checks.config import SPLITS, _need
+from data_checks.config import SPLITS, need
 from data_checks.rulebook import QUARANTINE, WARN, RowRule
 
 MEASURES = (
@@ -58,7 +58,7 @@ _NO_BYTE = 255  # 8-bit signature code of an empty bin
 
 @dataclass
 class DuplicatesConfig:
-    """How duplicates, near duplicates and leakage are found (the `validate.duplicates` settings)."""
+    """How duplicates, near duplicates and leakage are found (`validate.duplicates` in params.yaml)."""
 
     word_ngram: int = 2
     """Words per shingle for space-separated text; 2 keeps a one-word edit of a 20-word review near (J ~ 0.8)."""
@@ -80,11 +80,11 @@ class DuplicatesConfig:
     def __post_init__(self) -> None:
         section = "validate.duplicates"
         for name in ("word_ngram", "char_ngram", "num_bands", "rows_per_band", "chunk_rows", "bucket_compare"):
-            _need(getattr(self, name) >= 1, section, f"{name} must be >= 1, got {getattr(self, name)}")
-        _need(0.0 < self.threshold <= 1.0, section, f"threshold must be in (0, 1], got {self.threshold}")
-        _need(self.num_bands * self.rows_per_band <= 1024, section,
+            need(getattr(self, name) >= 1, section, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(0.0 < self.threshold <= 1.0, section, f"threshold must be in (0, 1], got {self.threshold}")
+        need(self.num_bands * self.rows_per_band <= 1024, section,
               "num_bands * rows_per_band must be <= 1024 (the sketch size)")
-        _need(self.chunk_rows * self.num_bands * self.rows_per_band < 1 << 32, section,
+        need(self.chunk_rows * self.num_bands * self.rows_per_band < 1 << 32, section,
               "chunk_rows * num_bands * rows_per_band must be < 2**32")
 
     @property
@@ -96,11 +96,9 @@ class DuplicatesConfig:
 def duplicate_rules(cfg: DuplicatesConfig | None = None) -> list[RowRule]:
     """The row rules over `find_duplicates`' measures, with their default severities."""
     cfg = cfg or DuplicatesConfig()
+    # Exact copies are the cleaning step's to drop (clean.mark_duplicates, rule duplicate_exact): it keeps
+    # copies whose labels conflict, which duplicate_conflicting_label below then sets aside.
     return [
-        RowRule("duplicate_exact", "exact_duplicate",
-                "a text occurs once per split after NFKC, case folding and whitespace collapse; later copies "
-                "(exact_duplicate > {max_value}) are dropped in favour of the first (duplicate_of)",
-                max_value=0, severity=QUARANTINE, family="inconsistency"),
         RowRule("near_duplicate", "near_duplicate",
                 f"no text is a near duplicate (estimated Jaccard >= {cfg.threshold:g}) of an earlier text of its "
                 "split (near_duplicate <= {max_value}; see near_duplicate_of)",

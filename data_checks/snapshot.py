@@ -14,12 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from data_checks.config import SPLITS
+from data_checks.drift import DriftConfig, profile, write_profile
 from data_checks.io import DoclifeError, atomic_dir, read_json, write_json, write_parquet
 
 CONTENT_COLUMNS = ("doc_id", "text", "label", "split")
 SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
 CORPUS_FILE = "corpus.parquet"
 MANIFEST_FILE = "manifest.json"
+PROFILE_FILE = "drift_profile.json"
+"""The snapshot's profile: the next validation measures drift against it."""
 
 
 def _cell(value: object) -> str | None:
@@ -47,7 +50,7 @@ def _counts(series: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in series.value_counts().sort_index().items()}
 
 
-def snapshot(validated_path: Path, summary_path: Path, out_dir: Path) -> dict:
+def snapshot(validated_path: Path, summary_path: Path, out_dir: Path, drift_cfg: DriftConfig | None = None) -> dict:
     """Write out_dir/corpus.parquet and out_dir/manifest.json from a successful validation; return the manifest.
 
     The directory is built beside `out_dir` and swapped in whole, so a failure leaves the previous
@@ -87,6 +90,7 @@ def snapshot(validated_path: Path, summary_path: Path, out_dir: Path) -> dict:
     with atomic_dir(out_dir) as tmp:
         write_parquet(tmp / CORPUS_FILE, corpus)
         write_json(tmp / MANIFEST_FILE, manifest)
+        write_profile(tmp / PROFILE_FILE, profile(corpus, drift_cfg or DriftConfig()))
     return manifest
 
 

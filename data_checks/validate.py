@@ -21,6 +21,8 @@ from data_checks import expectations as ex
 from data_checks.clean import CleanConfig, clean_frame
 from data_checks.config import SPLITS, ValidateConfig
 from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
+from data_checks.drift import check_drift, read_profile
+from data_checks.duplicates import duplicate_rules, find_duplicates
 from data_checks.ingest import CANONICAL_COLUMNS
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
 from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
@@ -54,6 +56,8 @@ class ValidationReport:
     """Per table rule: severity, description, success, observed and expected values."""
     failures: list[str] = field(default_factory=list)
     """One line per failed fail-severity rule: its name, observed and expected values."""
+    drift: dict[str, Any] = field(default_factory=dict)
+    """The comparison with the previous snapshot's profile (data_checks.drift.check_drift's section)."""
 
     @property
     def success(self) -> bool:
@@ -72,13 +76,14 @@ class ValidationReport:
             "table_rules": self.table_rules,
             "splits": {s: int((self.validated["split"] == s).sum()) for s in SPLITS},
             "labels": {str(k): int(v) for k, v in self.validated["label"].value_counts().sort_index().items()},
+            "drift": self.drift,
             "great_expectations_version": gx.__version__,
         }
 
 
 def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
     """Every row rule with params.yaml's overrides applied (rules set to "off" included)."""
-    rules = core_rules(cfg)
+    rules = core_rules(cfg) + duplicate_rules(cfg.duplicates)
     names = [r.name for r in rules]
     unknown = sorted(set(cfg.rules) - set(names))
     if unknown:
@@ -86,15 +91,23 @@ def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
     return [r.configured(cfg.rules.get(r.name)) for r in rules]
 
 
-def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> pd.DataFrame:
-    """Every rule's measure column for every row, computed `chunk_rows` rows at a time."""
-    parts = []
-    for start in range(0, len(frame), cfg.chunk_rows):
-        chunk = frame.iloc[start : start + cfg.chunk_rows]
-        parts.append(fill_nan_float32(measure_core(chunk, labels)))
-    if not parts:
-        return fill_nan_float32(measure_core(frame, labels))
-    return pd.concat(parts)
+# Columns of the corpus-wide measures that point at other rows or explain a finding, not bounded by a rule.
+POINTER_COLUMNS = ("near_duplicate_of", "near_duplicate_similarity", "leak_of", "labels_per_text", "labels_per_cluster")
+
+
+def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every rule's measure column for every row, the pointer columns that explain findings).
+
+    Per-row measures are computed `chunk_rows` rows at a time; the corpus-wide ones (duplicates, label
+    noise) keep only a few numbers per row across chunks.
+    """
+    parts = [fill_nan_float32(measure_core(frame.iloc[start : start + cfg.chunk_rows], labels))
+             for start in range(0, len(frame), cfg.chunk_rows)]
+    per_row = pd.concat(parts) if parts else fill_nan_float32(measure_core(frame, labels))
+    duplicates = find_duplicates(frame, cfg.duplicates)
+    flags = [c for c in ("near_duplicate", "split_leakage", "conflicting_label", "near_duplicate_conflicting_label")]
+    measures = pd.concat([per_row, fill_nan_float32(duplicates[flags])], axis=1)
+    return measures, duplicates[list(POINTER_COLUMNS)]
 
 
 def _quiet_gx() -> None:
@@ -216,12 +229,24 @@ def _action(rule: RowRule) -> str:
     return "drop" if rule.name in _DROP_RULES else "quarantine"
 
 
-def _details(rule: RowRule, rows: pd.Index, frame: pd.DataFrame, measures: pd.DataFrame) -> list[str]:
+def _details(rule: RowRule, rows: pd.Index, frame: pd.DataFrame, measures: pd.DataFrame,
+             pointers: pd.DataFrame) -> list[str]:
     """One detail per violating row: the observed value against the bound, or what the row points at."""
+    source_row = frame["source_row"].to_numpy()
     if rule.name == "duplicate_exact":
         kept = frame.set_index("doc_id")["source_row"]
         return [f"exact duplicate of doc {d} (source row {int(kept[d])}), dropped keep-first"
                 for d in frame.loc[rows, "duplicate_of"]]
+    if rule.name == "near_duplicate":
+        return [f"near duplicate of source row {source_row[int(p)]} (estimated Jaccard {s:.2f})"
+                for p, s in zip(pointers.loc[rows, "near_duplicate_of"], pointers.loc[rows, "near_duplicate_similarity"])]
+    if rule.name == "split_leakage":
+        return [f"{frame.at[r, 'split']} copy of source row {source_row[int(p)]} in split {frame.at[int(p), 'split']}"
+                for r, p in zip(rows, pointers.loc[rows, "leak_of"])]
+    if rule.name in ("duplicate_conflicting_label", "near_duplicate_conflicting_label"):
+        column = "labels_per_text" if rule.name == "duplicate_conflicting_label" else "labels_per_cluster"
+        return [f"label {frame.at[r, 'label']!r}; copies carry {int(n)} different labels"
+                for r, n in zip(rows, pointers.loc[rows, column])]
     bound = " and ".join(
         f"{op} {v:g}" for op, v in ((">=", rule.min_value), ("<=", rule.max_value)) if v is not None
     )
@@ -231,12 +256,13 @@ def _details(rule: RowRule, rows: pd.Index, frame: pd.DataFrame, measures: pd.Da
 
 def validate_frame(
     cfg: ValidateConfig, frame: pd.DataFrame, data_docs_dir: Path | None = None, where: str = "<frame>",
-    labels: list[str] | None = None, labelled: bool = True,
+    labels: list[str] | None = None, labelled: bool = True, reference: dict | None = None,
 ) -> ValidationReport:
     """Run the row and table rules on an ingested (optionally cleaned) table; Data Docs into `data_docs_dir`.
 
     `labels` is the declared label set (default: validate.labels); `labelled=False` checks an unlabelled
-    corpus, where the label rules do not apply. `where` names the table in error messages.
+    corpus, where the label rules do not apply. `reference` is the previous snapshot's drift profile
+    (None: no previous snapshot). `where` names the table in error messages.
     """
     _check_ingested(frame, where)
     # Object columns: GX then checks the type of every value (pandas' string dtype would hide a non-string).
@@ -249,7 +275,7 @@ def validate_frame(
     docs = data_docs_dir is not None
 
     rules = [r for r in rule_catalogue(cfg) if r.severity != OFF]
-    measures = measure_rows(frame, cfg, labels)
+    measures, pointers = measure_rows(frame, cfg, labels)
     results = _run_checkpoint(context, "rows", measures.assign(doc_id=frame[INDEX_COLUMN].to_numpy()),
                               [ex.row_expectation(r) for r in rules], docs)
     broken = pd.DataFrame({r.name: r.violations(measures) for r in rules}, index=frame.index)
@@ -271,7 +297,7 @@ def validate_frame(
             finding_parts.append(pd.DataFrame({
                 "doc_id": frame.loc[rows, "doc_id"].to_numpy(), "source_row": frame.loc[rows, "source_row"].to_numpy(),
                 "rule": rule.name, "severity": rule.severity, "action": _action(rule),
-                "detail": _details(rule, rows, frame, measures),
+                "detail": _details(rule, rows, frame, measures, pointers),
             }))
 
     canonical = list(CANONICAL_COLUMNS)
@@ -289,6 +315,8 @@ def validate_frame(
         if rule.severity == FAIL and count:
             failures.append(f"{rule.name}: {count} row(s) break it ({rule.text}), e.g. source row "
                             f"{int(frame.loc[broken[rule.name], 'source_row'].iloc[0])}")
+    drift = check_drift(validated, reference, cfg.drift, context, data_docs_dir)
+    failures += [f"drift: {f}" for f in drift["failures"]] if not drift["success"] else []
     failed_tables = pd.DataFrame([
         {"doc_id": None, "source_row": pd.NA, "rule": name, "severity": t["severity"], "action": "warn",
          "detail": f"{t['description']} (observed {t['observed']})"}
@@ -303,7 +331,7 @@ def validate_frame(
                  "min_value": r.min_value, "max_value": r.max_value, "failed_rows": int(broken[r.name].sum())}
         for r in rules
     }
-    return ValidationReport(validated, quarantine, findings, row_summary, table, failures)
+    return ValidationReport(validated, quarantine, findings, row_summary, table, failures, drift)
 
 
 def validate(
@@ -314,8 +342,11 @@ def validate(
     findings_path: Path,
     summary_path: Path,
     data_docs_dir: Path,
+    reference_path: Path | None = None,
 ) -> dict:
     """Validate the cleaned table; write validated rows, quarantined rows, findings, summary.json and Data Docs.
+
+    `reference_path` is the previous snapshot's drift profile; a missing file means there is none yet.
 
     Returns the summary. When a fail-severity rule fails, every output is still written (so the reasons
     can be read) and then ValidationFailed is raised naming the input file and the failed rule(s).
@@ -329,7 +360,8 @@ def validate(
         raise DoclifeError(f"{cleaned_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
 
     with atomic_dir(data_docs_dir) as docs_tmp:
-        report = validate_frame(cfg, frame, docs_tmp, where=str(cleaned_path))
+        reference = read_profile(reference_path) if reference_path is not None else None
+        report = validate_frame(cfg, frame, docs_tmp, where=str(cleaned_path), reference=reference)
     write_parquet(validated_path, report.validated)
     write_parquet(quarantine_path, report.quarantine)
     write_parquet(findings_path, report.findings)
@@ -351,8 +383,9 @@ def validate(
 def clean_and_validate(
     validate_cfg: ValidateConfig, clean_cfg: CleanConfig, frame: pd.DataFrame, data_docs_dir: Path | None = None,
     where: str = "<frame>", labels: list[str] | None = None, labelled: bool = True,
+    reference: dict | None = None,
 ) -> tuple[ValidationReport, pd.DataFrame]:
     """Clean an ingested table and validate it: (the validation report, the cleaning report)."""
     cleaned, fixes = clean_frame(frame, clean_cfg)
-    report = validate_frame(validate_cfg, cleaned, data_docs_dir, where, labels, labelled)
+    report = validate_frame(validate_cfg, cleaned, data_docs_dir, where, labels, labelled, reference)
     return report, fixes

@@ -43,14 +43,17 @@ def _clean(p: Params, at: Layout) -> dict[str, Any]:
 def _validate(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.validate import validate
 
+    from data_checks.snapshot import PROFILE_FILE
+
+    # The snapshot still in the workspace is the previous one: this corpus's drift is measured against it.
     return validate(p.validate, at.cleaned, at.validated, at.quarantine, at.findings, at.validation_summary,
-                    at.data_docs)
+                    at.data_docs, at.snapshot / PROFILE_FILE)
 
 
 def _snapshot(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.snapshot import snapshot
 
-    return snapshot(at.validated, at.validation_summary, at.snapshot)
+    return snapshot(at.validated, at.validation_summary, at.snapshot, p.validate.drift)
 
 
 def _tokenize(p: Params, at: Layout) -> dict[str, Any]:
@@ -149,8 +152,9 @@ def _check(args: argparse.Namespace, at: Layout) -> int:
     reading = IngestConfig(source=args.source, text_column=args.text_column, label_column=args.label_column,
                            header=not args.no_header)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
-    summary = check(Path(args.source), reading, rules, Path(args.out), labels, params.clean if params else None)
-    print(json.dumps({k: summary[k] for k in ("source", "rows_in", "validated", "quarantined", "findings",
+    summary = check(Path(args.source), reading, rules, Path(args.out), labels, params.clean if params else None,
+                    Path(args.reference) if args.reference else None)
+    print(json.dumps({k: summary[k] for k in ("source", "rows_in", "validated", "quarantined", "warnings", "findings",
                                               "success", "failures", "report", "data_docs")}, indent=2,
                      ensure_ascii=False))
     # Non-zero when a fail-severity rule failed, so scripts and CI can gate on a corpus.
@@ -219,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--label-column", help="omit for an unlabelled corpus (the label rules then do not apply)")
     chk.add_argument("--no-header", action="store_true", help="CSV/TSV whose first line is data; columns are 0, 1, ...")
     chk.add_argument("--labels", help="the declared labels, comma-separated (default: the labels found in SOURCE)")
+    chk.add_argument("--reference", help="a snapshot directory (or its drift_profile.json) to measure drift against")
     chk.add_argument("--out", required=True, help="directory for report.parquet, summary.json and data_docs/")
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
     for name, text in (("status", "show the current champion"), ("history", "every promotion decision, newest first")):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pandas as pd
 
 from data_checks.io import read_json
 from flows.cli import main
 
-CLEAN = [f"a clean review, number {i}" for i in range(300)]
+# Distinct, unrelated reviews: numbered copies of one sentence would be near duplicates of each other.
+_WORDS = "tasty fresh spicy slow quick warm cold sweet salty crisp soft dry rich light bitter sour".split()
+_RNG = random.Random(0)
+CLEAN = [" ".join(_RNG.choices(_WORDS, k=9)) + f" dish {i}" for i in range(300)]
 
 
 def write_corpus(path, extra: list[dict]) -> None:
@@ -54,5 +58,6 @@ def test_check_exits_non_zero_when_a_fail_rule_fails(tmp_path, monkeypatch, caps
     assert code == 1
     report = pd.read_parquet(tmp_path / "out/report.parquet")
     failed = report[report["severity"] == "fail"]
-    assert failed["rule"].tolist() == ["label_set"] and failed["source_row"].isna().all()
+    # No "books" row: the label set and the class balance both fail.
+    assert failed["rule"].tolist() == ["label_balance", "label_set"] and failed["source_row"].isna().all()
     assert "label_set" in " ".join(json.loads(capsys.readouterr().out)["failures"])

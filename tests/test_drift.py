@@ -203,7 +203,7 @@ def test_ks_statistic_is_exact() -> None:
                                  {"vocabulary_size": 0}, {"length_bins": [5, 10]}, {"length_bins": [0, 10, 10]},
                                  {"rules": ["label_drift", "colour_drift"]}])
 def test_config_rejects_bad_values(bad: dict) -> None:
-    with pytest.raises(DoclifeError, match=r"params.yaml: drift: "):
+    with pytest.raises(DoclifeError, match=r"params.yaml: validate.drift: "):
         DriftConfig(**bad)
 
 

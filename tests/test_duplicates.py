@@ -46,7 +46,6 @@ def test_exact_duplicates_keep_first_after_nfkc_casefold_and_whitespace() -> Non
     assert list(out.columns) == list(MEASURES)
     assert ints(out["duplicate_of"]) == [None, 0, None, 2, None, 0]
     assert ints(out["exact_duplicate"]) == [0, 1, 0, 1, 0, 1]
-    assert violators(out, "duplicate_exact") == [1, 3, 5]
 
 
 def test_pointers_are_positions_not_index_labels() -> None:
@@ -167,14 +166,14 @@ def test_result_does_not_depend_on_chunk_size() -> None:
 
 def test_rules_and_their_defaults() -> None:
     rules = {rule.name: rule for rule in duplicate_rules(DuplicatesConfig())}
-    assert set(rules) == {"duplicate_exact", "near_duplicate", "split_leakage", "duplicate_conflicting_label",
+    # Exact copies are dropped by the clean stage (tests/test_clean.py), not by a rule here.
+    assert set(rules) == {"near_duplicate", "split_leakage", "duplicate_conflicting_label",
                           "near_duplicate_conflicting_label"}
-    assert rules["duplicate_exact"].severity == QUARANTINE and rules["duplicate_exact"].family == "inconsistency"
-    assert rules["near_duplicate"].severity == WARN
+    assert rules["near_duplicate"].severity == WARN and rules["near_duplicate"].family == "inconsistency"
     assert rules["split_leakage"].severity == QUARANTINE
     assert rules["duplicate_conflicting_label"].severity == QUARANTINE
     assert all(rule.column in MEASURES for rule in rules.values())
-    assert "exact_duplicate > 0" in rules["duplicate_exact"].text
+    assert "near_duplicate <= 0" in rules["near_duplicate"].text
 
 
 @pytest.mark.parametrize("bad", [{"threshold": 0.0}, {"threshold": 1.5}, {"word_ngram": 0}, {"chunk_rows": 0},
