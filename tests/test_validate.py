@@ -14,6 +14,7 @@ from data_checks.core_rules import looks_like_mojibake
 from data_checks.ingest import CANONICAL_COLUMNS, hash_splits, ingest
 from data_checks.io import DoclifeError, read_json
 from data_checks.sample_corpus import DEFECT_RULES, TOPICS, generate_sample_corpus, write_sample_corpus
+from data_checks.snapshot import PROFILE_FILE, snapshot
 from data_checks.validate import ValidationFailed, clean_and_validate, validate, validate_frame
 
 CFG = ValidateConfig(labels=list(TOPICS), min_chars=2, max_chars=60, min_rows_per_split=1, min_label_share=0.0,
@@ -247,3 +248,26 @@ def test_missing_or_foreign_ingested_table(tmp_path: Path) -> None:
     pd.DataFrame({"text": ["a"]}).to_parquet(foreign)
     with pytest.raises(DoclifeError, match="foreign.parquet.*missing columns"):
         validate(ValidateConfig(), foreign, **_outputs(tmp_path))
+
+
+def test_drift_is_measured_against_the_previous_snapshot(sample_run: dict, tmp_path: Path) -> None:
+    snap = tmp_path / "snapshot"
+    snapshot(sample_run["validated_path"], sample_run["summary_path"], snap)
+    reference = snap / PROFILE_FILE
+    assert reference.is_file()
+    cleaned = sample_run["root"] / "cleaned.parquet"
+    same = validate(ValidateConfig(), cleaned, **_outputs(tmp_path / "same"), reference_path=reference)
+    assert same["drift"]["over_budget"] is False and set(same["drift"]["rules"]) == {
+        "label_drift", "length_drift", "script_drift", "new_vocabulary"}
+    # The next corpus lost three quarters of its food reviews: the label mix drifts.
+    frame = pd.read_parquet(cleaned)
+    food = frame.index[frame["label"] == "food"]
+    shifted = tmp_path / "shifted.parquet"
+    frame.drop(index=food[: int(len(food) * 0.75)]).to_parquet(shifted)
+    warned = validate(ValidateConfig(), shifted, **_outputs(tmp_path / "warn"), reference_path=reference)
+    assert warned["success"] and warned["drift"]["over_budget"] and not warned["drift"]["rules"]["label_drift"]["success"]
+    with pytest.raises(ValidationFailed, match="drift: label_drift"):
+        validate(ValidateConfig(drift={"severity": "fail"}), shifted, **_outputs(tmp_path / "fail"), reference_path=reference)
+    # No previous snapshot (a missing profile): nothing to compare, nothing fails.
+    first = validate(ValidateConfig(), shifted, **_outputs(tmp_path / "first"), reference_path=tmp_path / "none.json")
+    assert first["drift"]["over_budget"] is False
