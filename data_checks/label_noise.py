@@ -111,12 +111,13 @@ def char_ngram_features(texts: pd.Series, min_n: int, max_n: int, n_features: in
             rolling = rolling[:-1] * _ROLL + codes[n - 1:]
         if n < min_n:
             continue
-        starts = slice(0, len(rolling))
-        inside = pos[starts] + n <= lengths[doc[starts]]  # n-grams that do not run into the next doc
-        mixed = (rolling[inside] ^ np.uint64(n)) * _MIX
+        first = pos[: len(rolling)]  # position of each n-gram's first character in its doc
+        owner = doc[: len(rolling)]
+        inside = first + n <= lengths[owner]  # drop n-grams that run into the next doc
+        mixed = (rolling[inside] ^ np.uint64(n)) * _MIX  # salted by n: sizes hash independently
         mixed ^= mixed >> np.uint64(31)
-        owner = doc[starts][inside]
-        indices[slot[owner] + pos[starts][inside]] = (mixed % np.uint64(n_features)).astype(np.int32)
+        # The doc's n-grams of size n go to its slots in text order.
+        indices[slot[owner[inside]] + first[inside]] = (mixed % np.uint64(n_features)).astype(np.int32)
         slot += counts[n - min_n]
     matrix = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_docs, n_features))
     matrix.sum_duplicates()
