@@ -1,0 +1,227 @@
+"""Likely mislabelled rows, found by confident learning (Northcutt et al., 2021) on out-of-fold predictions.
+
+Every checked row gets a predicted probability for each label from a model that never saw it (k-fold
+cross-fitting). Confident learning then sets one threshold per label — the mean predicted probability of
+that label over the rows that carry it — and counts a row labelled i as confidently belonging to j when
+p_j reaches j's threshold; rows whose confident label differs from the given one are the candidates, and
+`cleanlab.filter.find_label_issues` prunes them to the estimated number of errors per label
+(`filter_by`). Rows are reported with the suggested label; they are only set aside when the rule's
+severity says so.
+
+The model is a linear classifier on hashed character n-grams, so Chinese (no spaces) and space-separated
+text need no tokenizer and no vocabulary: the features of 1M short documents are built in a few seconds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.linear_model import SGDClassifier
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import normalize
+
+from data_checks.config import _need
+from data_checks.io import DoclifeError
+from data_checks.rulebook import WARN, RowRule
+
+SECTION = "validate.label_noise"
+FILTERS = ("prune_by_noise_rate", "confident_learning", "both")
+MEASURE_COLUMNS = ("label_issue", "suggested_label", "label_confidence")
+
+# Odd 64-bit constants for multiplicative hashing (golden ratio; a large prime for the rolling n-gram hash).
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_ROLL = np.uint64(1_000_003)
+
+
+@dataclass
+class LabelNoiseConfig:
+    """How likely mislabelled rows are found (`validate.label_noise` in params.yaml)."""
+
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    """Splits whose rows are checked; rows of other splits get NA. Folds never mix splits in."""
+    folds: int = 5
+    """Cross-fitting folds: each row's probabilities come from a model fit on the other folds."""
+    min_ngram: int = 1
+    """Shortest character n-gram used as a feature (characters, so any script works without a tokenizer)."""
+    max_ngram: int = 3
+    """Longest character n-gram used as a feature."""
+    n_features: int = 2**20
+    """Hashing space of the n-gram features; collisions are rare below about a million distinct n-grams."""
+    alpha: float = 3e-5
+    """L2 regularisation of the logistic-loss SGD classifier."""
+    epochs: int = 5
+    """Passes of SGD over each fold's training rows."""
+    filter_by: str = "prune_by_noise_rate"
+    """cleanlab's filter: prune_by_noise_rate (the estimated number of errors per label, most likely first),
+    confident_learning (every off-diagonal row of the confident joint) or both (rows both flag)."""
+    min_rows_per_label: int = 10
+    """Labels with fewer checked rows cannot be learnt: their rows get NA and no row is suggested them.
+    When fewer than two labels are left, the whole check is NA."""
+    max_rows: int | None = 200_000
+    """Cap on the rows each fold's model is fit on: above it, the model is fit on a seeded sample of
+    max_rows of the fold's training rows (stratified by label, each label keeping at least
+    min(its rows, min_rows_per_label)); every checked row still gets an out-of-fold prediction and is
+    judged. None fits on all rows."""
+    seed: int = 0
+    """Seed of the folds, the fit samples and SGD; the same seed gives the same report."""
+
+    def __post_init__(self) -> None:
+        self.splits = [str(split) for split in self.splits]
+        _need(len(self.splits) >= 1, SECTION, "splits must name at least one split")
+        _need(self.folds >= 2, SECTION, f"folds must be >= 2, got {self.folds}")
+        _need(1 <= self.min_ngram <= self.max_ngram, SECTION,
+              f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
+        _need(self.max_ngram <= 8, SECTION, f"max_ngram must be <= 8, got {self.max_ngram}")
+        _need(self.n_features >= 2, SECTION, f"n_features must be >= 2, got {self.n_features}")
+        _need(self.alpha > 0, SECTION, f"alpha must be > 0, got {self.alpha}")
+        _need(self.epochs >= 1, SECTION, f"epochs must be >= 1, got {self.epochs}")
+        _need(self.filter_by in FILTERS, SECTION, f"filter_by must be one of {', '.join(FILTERS)}, got {self.filter_by!r}")
+        # Stratified folds need every kept label in every fold.
+        _need(self.min_rows_per_label >= self.folds, SECTION,
+              f"min_rows_per_label ({self.min_rows_per_label}) must be >= folds ({self.folds})")
+        _need(self.max_rows is None or self.max_rows >= 1, SECTION, f"max_rows must be >= 1 or null, got {self.max_rows}")
+
+
+def char_ngram_features(texts: pd.Series, min_n: int, max_n: int, n_features: int) -> sp.csr_matrix:
+    """Hashed character n-gram counts of lower-cased texts padded with one space each side: (len(texts), n_features).
+
+    Vectorised over all characters at once (no per-document Python), so it scales to millions of rows.
+    Each row lists its n-grams in text order; repeated n-grams are summed by `sum_duplicates`.
+    """
+    padded = " " + texts.astype(str).str.lower() + " "
+    lengths = padded.str.len().to_numpy(np.int64)
+    n_docs = len(padded)
+    # One code point per character, all documents back to back: (total_chars,)
+    codes = np.frombuffer("".join(padded.tolist()).encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+    doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+    pos = np.arange(len(codes), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    counts = [np.maximum(lengths - n + 1, 0) for n in range(min_n, max_n + 1)]  # n-grams per doc, per n
+    indptr = np.zeros(n_docs + 1, np.int64)
+    np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int32)
+    slot = indptr[:-1].copy()  # where each doc's n-grams of the current n start
+    rolling = codes * _MIX
+    for n in range(1, max_n + 1):
+        if n > 1:
+            # rolling[i] now hashes codes[i : i + n]; it shrinks by one at each n.
+            rolling = rolling[:-1] * _ROLL + codes[n - 1:]
+        if n < min_n:
+            continue
+        first = pos[: len(rolling)]  # position of each n-gram's first character in its doc
+        owner = doc[: len(rolling)]
+        inside = first + n <= lengths[owner]  # drop n-grams that run into the next doc
+        mixed = (rolling[inside] ^ np.uint64(n)) * _MIX  # salted by n: sizes hash independently
+        mixed ^= mixed >> np.uint64(31)
+        # The doc's n-grams of size n go to its slots in text order.
+        indices[slot[owner[inside]] + first[inside]] = (mixed % np.uint64(n_features)).astype(np.int32)
+        slot += counts[n - min_n]
+    matrix = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_docs, n_features))
+    matrix.sum_duplicates()
+    return matrix
+
+
+def tfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """Sublinear tf (1 + log count) times smoothed idf, rows scaled to unit length; idf needs no labels, so
+    it is computed once over all checked rows."""
+    weighted = counts.astype(np.float32, copy=True)
+    weighted.data = 1.0 + np.log(weighted.data)
+    doc_freq = np.bincount(weighted.indices, minlength=weighted.shape[1])
+    idf = (np.log((1.0 + weighted.shape[0]) / (1.0 + doc_freq)) + 1.0).astype(np.float32)
+    weighted.data *= idf[weighted.indices]
+    return normalize(weighted, copy=False)
+
+
+def out_of_fold_probabilities(features: sp.csr_matrix, codes: np.ndarray, n_labels: int, cfg: LabelNoiseConfig) -> np.ndarray:
+    """(rows, n_labels) probabilities, each row's from a model fit on the folds it is not in."""
+    probs = np.zeros((len(codes), n_labels), np.float32)
+    rng = np.random.default_rng(cfg.seed)
+    folds = StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed)
+    for train, held_out in folds.split(np.zeros(len(codes)), codes):
+        if cfg.max_rows is not None and len(train) > cfg.max_rows:
+            train = _stratified_sample(train, codes[train], cfg.max_rows, cfg.min_rows_per_label, rng)
+        model = SGDClassifier(loss="log_loss", alpha=cfg.alpha, max_iter=cfg.epochs, tol=None, random_state=cfg.seed)
+        with warnings.catch_warnings():
+            # A fixed number of epochs is the point (speed); SGD's convergence warning says nothing here.
+            warnings.simplefilter("ignore")
+            model.fit(features[train], codes[train])
+        probs[np.ix_(held_out, model.classes_)] = model.predict_proba(features[held_out])
+    return probs
+
+
+def _stratified_sample(rows: np.ndarray, codes: np.ndarray, size: int, floor: int, rng: np.random.Generator) -> np.ndarray:
+    # Each label keeps its share of `size`, but never fewer than min(its rows, floor), so rare labels stay learnable.
+    per_label = np.bincount(codes)
+    quota = np.maximum(np.floor(per_label * size / len(rows)), np.minimum(per_label, floor)).astype(np.int64)
+    order = rng.permutation(len(rows))
+    order = order[np.argsort(codes[order], kind="stable")]  # grouped by label, random within a label
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(per_label) - per_label, per_label)
+    return np.sort(rows[order[rank < quota[codes[order]]]])
+
+
+def find_label_issues(frame: pd.DataFrame, cfg: LabelNoiseConfig) -> pd.DataFrame:
+    """Per row of `frame` (index kept): label_issue (Int8 0/1), suggested_label (string, set on flagged rows) and
+    label_confidence (float32: out-of-fold probability of the given label). All are NA on rows not checked:
+    other splits, null text or label, labels with too few rows, or a corpus with fewer than two such labels."""
+    out = pd.DataFrame(
+        {
+            "label_issue": pd.Series(pd.NA, index=frame.index, dtype="Int8"),
+            "suggested_label": pd.Series(pd.NA, index=frame.index, dtype="string"),
+            "label_confidence": pd.Series(np.nan, index=frame.index, dtype=np.float32),
+        }
+    )
+    if "label" not in frame.columns or "text" not in frame.columns:
+        return out
+    labels = frame["label"].astype("string")
+    in_split = frame["split"].astype("string").isin(cfg.splits) if "split" in frame else True
+    checked = np.array(in_split & frame["text"].notna() & labels.notna(), dtype=bool)
+    sizes = labels[checked].value_counts()
+    learnable = sizes.index[sizes >= cfg.min_rows_per_label]
+    checked = checked & np.array(labels.isin(learnable), dtype=bool)
+    if len(learnable) < 2:
+        return out
+
+    names, codes = np.unique(labels[checked].to_numpy(str), return_inverse=True)
+    features = tfidf(char_ngram_features(frame["text"][checked], cfg.min_ngram, cfg.max_ngram, cfg.n_features))
+    probs = out_of_fold_probabilities(features, codes, len(names), cfg)
+    issues = _cleanlab_issues(codes, probs, cfg.filter_by)
+
+    others = probs.copy()
+    others[np.arange(len(codes)), codes] = -1.0  # the suggestion is never the given label
+    suggested = pd.Series(names[others.argmax(axis=1)], dtype="string").where(issues)
+    out.loc[checked, "label_issue"] = issues.astype(np.int8)
+    out.loc[checked, "suggested_label"] = suggested.to_numpy()
+    out.loc[checked, "label_confidence"] = probs[np.arange(len(codes)), codes]
+    return out
+
+
+def _cleanlab_issues(codes: np.ndarray, probs: np.ndarray, filter_by: str) -> np.ndarray:
+    # cleanlab's confident joint and pruning; n_jobs=1 keeps it in this process (its pool would fork the caller).
+    from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(cleanlab_find_label_issues(codes, probs.astype(np.float64), filter_by=filter_by, n_jobs=1), bool)
+    except ValueError as err:  # cleanlab's own input checks; our inputs are built to pass them
+        raise DoclifeError(f"label noise check: cleanlab rejected the predictions: {err}") from err
+
+
+def label_noise_rules(cfg: LabelNoiseConfig | None = None) -> list[RowRule]:
+    """The label-noise row rule; warn by default (params.yaml `validate.rules.label_noise` may quarantine)."""
+    return [
+        RowRule(
+            name="label_noise",
+            column="label_issue",
+            description=(
+                "the given label must not be contradicted by confident learning on out-of-fold predictions "
+                "(label_issue <= {max_value}); the report names the suggested label (suggested_label)"
+            ),
+            max_value=0,
+            severity=WARN,
+            family="label_noise",
+        )
+    ]
