@@ -11,6 +11,7 @@ from data_checks.io import DoclifeError
 if TYPE_CHECKING:
     from data_checks.drift import DriftConfig
     from data_checks.duplicates import DuplicatesConfig
+    from data_checks.label_noise import LabelNoiseConfig
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 SPLITS = ("train", "validation", "test")
@@ -118,6 +119,8 @@ class ValidateConfig:
     """Per-rule overrides by rule name: {severity: fail|quarantine|warn|off, min_value, max_value}."""
     duplicates: DuplicatesConfig | None = None
     """Exact and near duplicates, conflicting labels and train/test leakage (data_checks.duplicates)."""
+    label_noise: LabelNoiseConfig | None = None
+    """Likely mislabelled rows from cross-validated predictions (data_checks.label_noise)."""
     drift: DriftConfig | None = None
     """The comparison with the previous snapshot's profile (data_checks.drift)."""
 
@@ -144,8 +147,10 @@ class ValidateConfig:
         # Imported here: the rule modules import this module for SPLITS and need().
         from data_checks.drift import DriftConfig
         from data_checks.duplicates import DuplicatesConfig
+        from data_checks.label_noise import LabelNoiseConfig
 
         self.duplicates = _section(DuplicatesConfig, self.duplicates, "validate.duplicates")
+        self.label_noise = _section(LabelNoiseConfig, self.label_noise, "validate.label_noise")
         self.drift = _section(DriftConfig, self.drift, "validate.drift")
 
 

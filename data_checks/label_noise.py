@@ -24,7 +24,7 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import normalize
 
-from data_checks.config import _need
+from data_checks.config import need
 from data_checks.io import DoclifeError
 from data_checks.rulebook import WARN, RowRule
 
@@ -71,19 +71,19 @@ class LabelNoiseConfig:
 
     def __post_init__(self) -> None:
         self.splits = [str(split) for split in self.splits]
-        _need(len(self.splits) >= 1, SECTION, "splits must name at least one split")
-        _need(self.folds >= 2, SECTION, f"folds must be >= 2, got {self.folds}")
-        _need(1 <= self.min_ngram <= self.max_ngram, SECTION,
+        need(len(self.splits) >= 1, SECTION, "splits must name at least one split")
+        need(self.folds >= 2, SECTION, f"folds must be >= 2, got {self.folds}")
+        need(1 <= self.min_ngram <= self.max_ngram, SECTION,
               f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
-        _need(self.max_ngram <= 8, SECTION, f"max_ngram must be <= 8, got {self.max_ngram}")
-        _need(self.n_features >= 2, SECTION, f"n_features must be >= 2, got {self.n_features}")
-        _need(self.alpha > 0, SECTION, f"alpha must be > 0, got {self.alpha}")
-        _need(self.epochs >= 1, SECTION, f"epochs must be >= 1, got {self.epochs}")
-        _need(self.filter_by in FILTERS, SECTION, f"filter_by must be one of {', '.join(FILTERS)}, got {self.filter_by!r}")
+        need(self.max_ngram <= 8, SECTION, f"max_ngram must be <= 8, got {self.max_ngram}")
+        need(self.n_features >= 2, SECTION, f"n_features must be >= 2, got {self.n_features}")
+        need(self.alpha > 0, SECTION, f"alpha must be > 0, got {self.alpha}")
+        need(self.epochs >= 1, SECTION, f"epochs must be >= 1, got {self.epochs}")
+        need(self.filter_by in FILTERS, SECTION, f"filter_by must be one of {', '.join(FILTERS)}, got {self.filter_by!r}")
         # Stratified folds need every kept label in every fold.
-        _need(self.min_rows_per_label >= self.folds, SECTION,
+        need(self.min_rows_per_label >= self.folds, SECTION,
               f"min_rows_per_label ({self.min_rows_per_label}) must be >= folds ({self.folds})")
-        _need(self.max_rows is None or self.max_rows >= 1, SECTION, f"max_rows must be >= 1 or null, got {self.max_rows}")
+        need(self.max_rows is None or self.max_rows >= 1, SECTION, f"max_rows must be >= 1 or null, got {self.max_rows}")
 
 
 def char_ngram_features(texts: pd.Series, min_n: int, max_n: int, n_features: int) -> sp.csr_matrix:

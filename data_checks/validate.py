@@ -23,6 +23,7 @@ from data_checks.config import SPLITS, ValidateConfig
 from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
 from data_checks.drift import check_drift, read_profile
 from data_checks.duplicates import duplicate_rules, find_duplicates
+from data_checks.label_noise import find_label_issues, label_noise_rules
 from data_checks.ingest import CANONICAL_COLUMNS
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
 from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
@@ -83,7 +84,7 @@ class ValidationReport:
 
 def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
     """Every row rule with params.yaml's overrides applied (rules set to "off" included)."""
-    rules = core_rules(cfg) + duplicate_rules(cfg.duplicates)
+    rules = core_rules(cfg) + duplicate_rules(cfg.duplicates) + label_noise_rules(cfg.label_noise)
     names = [r.name for r in rules]
     unknown = sorted(set(cfg.rules) - set(names))
     if unknown:
@@ -92,7 +93,8 @@ def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
 
 
 # Columns of the corpus-wide measures that point at other rows or explain a finding, not bounded by a rule.
-POINTER_COLUMNS = ("near_duplicate_of", "near_duplicate_similarity", "leak_of", "labels_per_text", "labels_per_cluster")
+POINTER_COLUMNS = ("near_duplicate_of", "near_duplicate_similarity", "leak_of", "labels_per_text", "labels_per_cluster",
+                   "suggested_label", "label_confidence")
 
 
 def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,9 +107,12 @@ def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | N
              for start in range(0, len(frame), cfg.chunk_rows)]
     per_row = pd.concat(parts) if parts else fill_nan_float32(measure_core(frame, labels))
     duplicates = find_duplicates(frame, cfg.duplicates)
-    flags = [c for c in ("near_duplicate", "split_leakage", "conflicting_label", "near_duplicate_conflicting_label")]
-    measures = pd.concat([per_row, fill_nan_float32(duplicates[flags])], axis=1)
-    return measures, duplicates[list(POINTER_COLUMNS)]
+    flags = ["near_duplicate", "split_leakage", "conflicting_label", "near_duplicate_conflicting_label"]
+    # An unlabelled corpus has only null labels: the label-noise check then returns NA for every row.
+    labels_noise = find_label_issues(frame if labels is not None else frame.assign(label=None), cfg.label_noise)
+    measures = pd.concat([per_row, fill_nan_float32(duplicates[flags]), fill_nan_float32(labels_noise[["label_issue"]])], axis=1)
+    pointers = pd.concat([duplicates, labels_noise], axis=1)
+    return measures, pointers[list(POINTER_COLUMNS)]
 
 
 def _quiet_gx() -> None:
@@ -243,6 +248,9 @@ def _details(rule: RowRule, rows: pd.Index, frame: pd.DataFrame, measures: pd.Da
     if rule.name == "split_leakage":
         return [f"{frame.at[r, 'split']} copy of source row {source_row[int(p)]} in split {frame.at[int(p), 'split']}"
                 for r, p in zip(rows, pointers.loc[rows, "leak_of"])]
+    if rule.name == "label_noise":
+        return [f"label {frame.at[r, 'label']!r} looks wrong: suggested {s!r} (out-of-fold p(given label) = {p:.2f})"
+                for r, s, p in zip(rows, pointers.loc[rows, "suggested_label"], pointers.loc[rows, "label_confidence"])]
     if rule.name in ("duplicate_conflicting_label", "near_duplicate_conflicting_label"):
         column = "labels_per_text" if rule.name == "duplicate_conflicting_label" else "labels_per_cluster"
         return [f"label {frame.at[r, 'label']!r}; copies carry {int(n)} different labels"
