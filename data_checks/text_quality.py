@@ -140,6 +140,21 @@ def _codes(chars: str) -> np.ndarray:
     return np.array([ord(c) for c in chars], np.uint32)
 
 
+@lru_cache(maxsize=32)
+def _member(chars: str) -> np.ndarray:
+    """Lookup table: code point -> is it one of `chars` (indexing beats np.isin on long arrays)."""
+    table = np.zeros(0x110000, bool)
+    table[_codes(chars)] = True
+    return table
+
+
+def _sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sum of values over each segment values[starts[k]:starts[k+1]] (every segment non-empty)."""
+    if values.dtype == bool:
+        values = values.view(np.uint8)
+    return np.add.reduceat(values, starts, dtype=np.int64 if values.dtype.kind in "biu" else np.float64)
+
+
 def _shift(a: np.ndarray, k: int, fill) -> np.ndarray:
     """a moved k places right (k > 0: out[i] = a[i-k]) or left (k < 0), the gap filled with `fill`."""
     out = np.empty_like(a)
@@ -192,15 +207,15 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
     cp = np.frombuffer(big.encode("utf-32-le"), np.uint32)
     lengths = np.array([len(t) for t in texts], np.int64)
     off = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))  # doc k is cp[off[k]:off[k]+lengths[k]]
-    doc = np.repeat(np.arange(n_docs), lengths + 1)
+    doc = np.repeat(np.arange(n_docs, dtype=np.int32), lengths + 1)
     f = flags_of[cp]
     space, word = (f & SPACE) != 0, (f & WORD) != 0
     alpha, digit, punct = (f & ALPHA) != 0, (f & DIGIT) != 0, (f & PUNCT) != 0
     other = ~space & ~word
     m: dict[str, np.ndarray] = {}
 
-    def per_doc(weights: np.ndarray | None = None, index: np.ndarray | None = None) -> np.ndarray:
-        return np.bincount(doc if index is None else doc[index], weights=weights, minlength=n_docs)
+    def per_doc(values: np.ndarray) -> np.ndarray:
+        return _sums(values, off)
 
     chars = per_doc(~space)
     m["chars"] = chars
@@ -219,7 +234,7 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
         for code in cfg.languages:
             allowed[[_SCRIPT_ID[s] for s in LANGUAGE_SCRIPTS[code]]] = True
         m["foreign_script_frac"] = per_doc(~allowed[scr]) / letters if cfg.languages else np.zeros(n_docs)
-        unspaced = per_doc(np.isin(scr, [_SCRIPT_ID[s] for s in _UNSPACED]))
+        unspaced = per_doc((scr == _SCRIPT_ID["han"]) | (scr == _SCRIPT_ID["kana"]) | (scr == _SCRIPT_ID["thai"]))
         mostly_unspaced = unspaced * 2 > letters
 
     # Longest run of one repeated non-space character, over all / letter-digit / other characters.
@@ -232,11 +247,12 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
 
     # Regex findings: HTML tags/entities, URLs, e-mail addresses, ellipses, citations.
     m["html_residue"] = _count_matches(_HTML, big, doc, n_docs)
-    m["url_char_frac"] = _span_chars(_URL, big, doc, n_docs) / chars
+    urls = _url_spans(big)
+    m["url_char_frac"] = np.bincount(doc[urls[0]], weights=urls[1] - urls[0], minlength=n_docs) / chars
     m["email_char_frac"] = _email_chars(big, cp, f, doc, n_docs) / chars
 
-    tok = _tokens(big, cp, f, space, word, other)
-    _word_measures(m, tok, cp, f, doc, off, lengths, n_docs, big)
+    tok = _tokens(big, cp, f, space, word, other, urls)
+    _word_measures(m, tok, cp, doc, off, lengths, n_docs, big)
     _line_measures(m, texts, tok, big, cp, f, space, doc, off, lengths, n_docs)
     _char_ngrams(m, cp, space, doc, mostly_unspaced, n_docs)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -248,8 +264,37 @@ _URL = re.compile(r"(?:(?:https?|ftp)://|www\.)[^\s\x00<>\"]+[^\s\x00<>\".,;:!?)
 _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _ELLIPSIS = re.compile(r"\.\.\.|…")
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
-_ABBREV = re.compile(r"(?<![^\W\d_])(?:" + "|".join(_ABBREVIATIONS) + r")(\.)(?![^\W_])")
-_C4_FLAGS = re.compile(r"(lorem ipsum)|(javascript)|(\{)|(" + "|".join(POLICY_SUBSTRINGS) + ")", re.IGNORECASE)
+
+
+def _find_all(big: str, needle: str) -> np.ndarray:
+    """Start positions of `needle` in `big`; str.find skips ahead far faster than a regex scan."""
+    found, at = [], big.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = big.find(needle, at + 1)
+    return np.array(found, np.int64)
+
+
+def _url_spans(big: str) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of URLs, matched only where "://" or "www." occurs."""
+    spans = {}
+    for at in _find_all(big, "://").tolist():
+        for back in (5, 4, 3):
+            hit = _URL.match(big, max(at - back, 0))
+            if hit and hit.start() not in spans:
+                spans[hit.start()] = hit.end()
+                break
+    found = np.array(sorted(spans), np.int64)
+    found_end = np.array([spans[k] for k in found.tolist()], np.int64)
+    for at in _find_all(big, "www.").tolist():
+        k = np.searchsorted(found, at, side="right") - 1
+        if k >= 0 and found_end[k] > at:  # inside an http(s):// URL already
+            continue
+        hit = _URL.match(big, at)
+        if hit:
+            spans[at] = hit.end()
+    starts = np.array(sorted(spans), np.int64)
+    return starts, np.array([spans[k] for k in starts.tolist()], np.int64)
 
 
 def _match_positions(pattern: re.Pattern, big: str) -> tuple[np.ndarray, np.ndarray]:
@@ -266,10 +311,6 @@ def _count_matches(pattern: re.Pattern, big: str, doc: np.ndarray, n_docs: int) 
     return np.bincount(doc[s[inside]], minlength=n_docs)
 
 
-def _span_chars(pattern: re.Pattern, big: str, doc: np.ndarray, n_docs: int) -> np.ndarray:
-    s, e = _match_positions(pattern, big)
-    return np.bincount(doc[s], weights=e - s, minlength=n_docs)
-
 
 def _email_chars(big: str, cp: np.ndarray, f: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
     # Scanning from "@" is far faster than from every letter; the local part is the run of
@@ -277,7 +318,7 @@ def _email_chars(big: str, cp: np.ndarray, f: np.ndarray, doc: np.ndarray, n_doc
     s, e = _match_positions(_EMAIL_DOMAIN, big)
     if not s.size:
         return np.zeros(n_docs)
-    local_ok = ((f & WORD) != 0) | np.isin(cp, _codes("._+-"))
+    local_ok = ((f & WORD) != 0) | _member("._+-")[cp]
     breaks = np.flatnonzero(~local_ok)
     local_start = breaks[np.searchsorted(breaks, s) - 1] + 1  # s itself is "@", never a local character
     keep = local_start < s
@@ -294,55 +335,105 @@ class _Tokens:
     alpha: np.ndarray  # bool: has a letter
     is_punct: np.ndarray  # bool: every character is punctuation (spaCy's is_punct)
     stop: np.ndarray  # bool: ends a sentence (a one-character sentence mark)
+    nonspace: np.ndarray  # positions of the non-space characters
 
 
-def _tokens(big: str, cp: np.ndarray, f: np.ndarray, space, word, other) -> _Tokens:
+@lru_cache(maxsize=2)
+def _word_hashes(words: tuple[str, ...]) -> np.ndarray:
+    codes = np.concatenate([_codes(w) for w in words])
+    return _span_hash(codes, np.concatenate(([0], np.cumsum([len(w) for w in words])[:-1])))
+
+
+def _letters_before(ends: np.ndarray, cp: np.ndarray, alpha: np.ndarray, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """For positions `ends` right after a run of letters: (ends, run starts) of the runs spelling one of `words`."""
+    breaks = np.concatenate(([-1], np.flatnonzero(~alpha)))
+    begin = breaks[np.searchsorted(breaks, ends - 1) - 1] + 1
+    short = (ends - begin <= max(map(len, words))) & (ends > begin)
+    ends, begin = ends[short], begin[short]
+    if not ends.size:
+        return ends, begin
+    lengths = ends - begin
+    chars = cp[np.repeat(begin - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())]
+    hit = np.isin(_span_hash(chars, np.cumsum(lengths) - lengths), _word_hashes(words))
+    return ends[hit], begin[hit]
+
+
+# spaCy's prefix/suffix punctuation: split off at the edges of a whitespace-separated chunk. Other marks
+# (. - / @ ^ | \\ ~) stick to the letters beside them unless an infix rule splits them.
+_STRIPPED = ("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪" "'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧"
+             "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿§%=—–+")
+_UNITS = tuple("km m dm cm mm ha nm yd in ft kg g mg lb oz kmh mph hPa Pa mbar mb MB kb KB gb GB tb TB T G M K".split())
+
+
+def _tokens(big: str, cp: np.ndarray, f: np.ndarray, space, word, other, urls) -> _Tokens:
     """English tokens the way spaCy's tokenizer splits them, as array operations.
 
-    Word characters (letters, digits, marks) run together; every other non-space character is a token of
-    its own, except: a mark between two word characters stays inside the word (3.5, AT&T, google.com)
-    unless spaCy's infix rules split it (1-2, well-known, and/or, a,b, lower.Upper); "..." stays whole;
-    "n't" and "'s 're 'll 've 'd 'm" are split off; a final period stays after a digit, after a lone
-    capital, in dotted abbreviations (U.S., e.g.) and in spaCy's abbreviation list (Mr., Inc.); URLs stay whole.
+    Within a whitespace-separated chunk, prefix/suffix punctuation (brackets, quotes, commas, !?#&...) is
+    a token of its own at the chunk's edges; letters, digits and the other marks run together into one
+    token, except where spaCy's infix rules split (1-2, well-known, and/or, a,b, lower.Upper, "...").
+    A final period splits off after a lower-case letter, digit or two capitals, but not in dotted
+    abbreviations (U.S., e.g.) or spaCy's abbreviation list (Mr., Inc.); "n't" and "'s 'd 'm 're 'll
+    've" are split off; units split from a number (110m, 4G); URLs stay whole.
     """
     alpha, digit = (f & ALPHA) != 0, (f & DIGIT) != 0
     upper, lower = (f & UPPER) != 0, (f & LOWER) != 0
-    pw, nw = _shift(word, 1, False), _shift(word, -1, False)
-    start = ~space & (_shift(space, 1, True) | other | _shift(other, 1, False))
+    strip = other & (_member(_STRIPPED)[cp] | ((f & SYMBOL_SO) != 0))
+    dot = cp == 46
 
-    def isin(chars: str) -> np.ndarray:
-        return np.isin(cp, _codes(chars))
+    def prev(a, k=1, fill=False):
+        return _shift(a, k, fill)
 
-    infix = other & pw & nw
-    na = _shift(alpha, -1, False)
-    split = ((isin("+-*^") & _shift(digit, 1, False) & _shift(digit, -1, False))
-             | ((cp == 46) & _shift(lower, 1, False) & _shift(upper, -1, False))
-             | ((cp == 44) & _shift(alpha, 1, False) & na)
-             | (isin("-–—~:<>=/") & na) | ((f & SYMBOL_SO) != 0))
-    apos = infix & isin("'’")
-    # "'s"-style suffixes: the apostrophe opens the suffix token; "n't" moves the split before the n.
-    nxt = [_shift(cp, -k, np.uint32(0)) for k in (1, 2, 3)]
-    after = [_shift(word, -k, False) for k in (2, 3, 4)]
-    suffix = apos & (((np.isin(nxt[0], _codes("sSdDmM"))) & ~after[0])
-                     | (np.isin(nxt[0], _codes("rRvVlL")) & np.isin(nxt[1], _codes("eElL")) & ~after[1]))
-    nt = apos & np.isin(_shift(cp, 1, np.uint32(0)), _codes("nN")) & np.isin(nxt[0], _codes("tT")) & ~after[0] \
-        & _shift(word, 2, False)
+    def nxt(a, k=1, fill=False):
+        return _shift(a, -k, fill)
+
+    edge_before, edge_after = prev(space, 1, True) | prev(strip), nxt(space, 1, True) | nxt(strip)
+    start = ~space & (prev(space, 1, True) | strip | prev(strip))
+    infix = other & prev(word) & nxt(word)
+    hyphen = _member("-–—~")[cp]
+    split = ((_member("+-*^")[cp] & prev(digit) & nxt(digit))
+             | (dot & prev(lower) & nxt(upper))
+             | ((cp == 44) & prev(alpha) & nxt(alpha))
+             | (_member(":<>=/")[cp] & prev(word) & nxt(alpha))
+             | (hyphen & ~prev(hyphen) & prev(word) & (nxt(alpha) | (nxt(hyphen) & nxt(alpha, 2)))))
+    split_end = hyphen & prev(hyphen) & nxt(alpha)  # "x--y": the hyphens are one token
+    start[split] = True
+    start[np.flatnonzero((split & ~nxt(hyphen)) | split_end) + 1] = True
+    # Apostrophes: "dog's", "do|n't" split off a suffix; a chunk starting "'s 'd 'll 're" is one token.
+    apos = _member("'’")[cp]
+    n1, n2 = nxt(cp, 1, np.uint32(0)), nxt(cp, 2, np.uint32(0))
+    one, two = ~nxt(word, 2), ~nxt(word, 3)
+    suffix = apos & prev(word) & ((_member("sSdDmM")[n1] & one) | (_member("rRvVlL")[n1] & _member("eElL")[n2] & two))
+    nt = apos & infix & _member("nN")[prev(cp, 1, np.uint32(0))] & _member("tT")[n1] & one & prev(word, 2)
+    lead = apos & prev(space, 1, True) & ((_member("sSdD")[n1] & one) | (_member("rRlL")[n1] & _member("eElL")[n2] & two))
+    pair = (cp == 39) & (nxt(cp, 1, np.uint32(0)) == 39)  # two apostrophes are one token
+    start[np.flatnonzero(pair) + 1] = False
     join = infix & ~split & ~(suffix | nt)
     start[join] = False
-    start[np.flatnonzero(join | suffix | nt) + 1] = False
+    start[np.flatnonzero(join | suffix | nt | lead) + 1] = False
+    start[suffix] = True
     start[nt] = False
     start[np.flatnonzero(nt) - 1] = True
-    # Periods that stay on their word: "..." runs, 1990., J., U.S. / e.g., listed abbreviations.
-    dot = cp == 46
-    p1, p2 = _shift(cp, 1, np.uint32(0)), _shift(cp, 2, np.uint32(0))
-    end = dot & ~_shift(word, -1, False) & ~_shift(dot, -1, False)
-    keep = (dot & (p1 == 46)) | (end & (p1 != 46) & (_shift(digit, 1, False)
-                                                      | (_shift(upper, 1, False) & ~_shift(upper, 2, False) & ~_shift(lower, 2, False))
-                                                      | (_shift(alpha, 1, False) & (p2 == 46))
-                                                      | (_shift(lower, 1, False) & _shift(space, 2, True))))
-    start[keep] = False
-    start[[hit.start(1) for hit in _ABBREV.finditer(big)]] = False
-    us, ue = _match_positions(_URL, big)
+    # Periods: ".." runs are one token; a final period splits off unless it belongs to an abbreviation.
+    run = dot & (prev(dot) | nxt(dot))
+    start[run & prev(dot)] = False
+    start[np.flatnonzero(run & ~nxt(dot) & ~nxt(space, 1, True)) + 1] = True
+    start[run & ~prev(dot)] = True
+    final = dot & ~run & edge_after
+    splits = final & (prev(lower) | prev(digit) | _member("%²-+")[prev(cp, 1, np.uint32(0))] | prev(strip)
+                      | (prev(upper) & prev(upper, 2)))
+    splits &= ~(prev(alpha) & (prev(cp, 2, np.uint32(0)) == 46)) & ~(prev(lower) & (prev(space, 2, True) | prev(strip, 2)))
+    abbreviations, _ = _letters_before(np.flatnonzero(final & prev(alpha)), cp, alpha, tuple(_ABBREVIATIONS))
+    splits[abbreviations] = False
+    start[splits] = True
+    # Sticky marks (and periods that did not split) join whatever touches them inside the chunk.
+    sticky = other & ~strip & ~(dot & (run | splits)) & ~split & ~split_end
+    start[sticky & ~edge_before] = False
+    start[np.flatnonzero(sticky & ~edge_after) + 1] = False
+    start[np.flatnonzero(split_end) + 1] = True
+    # Units after a number: "110m" is "110" + "m".
+    ends, begins = _letters_before(np.flatnonzero(~word & prev(alpha)), cp, alpha, _UNITS)
+    start[begins[digit[np.maximum(begins - 1, 0)]]] = True
+    us, ue = urls
     if us.size:  # URLs: one token each
         cover = np.zeros(cp.size + 1, np.int64)
         np.add.at(cover, us + 1, 1)
@@ -360,8 +451,8 @@ def _tokens(big: str, cp: np.ndarray, f: np.ndarray, space, word, other) -> _Tok
     words = np.bincount(tok_of, weights=word[nz], minlength=n_tok) > 0
     alpha_t = np.bincount(tok_of, weights=alpha[nz], minlength=n_tok) > 0
     not_p = np.bincount(tok_of, weights=((f & PUNCT) == 0)[nz], minlength=n_tok)
-    stop = (length == 1) & np.isin(cp[starts], _codes(TERMINAL))
-    return _Tokens(starts, length, _span_hash(cp[nz], compact_starts), np.zeros(0), words, alpha_t, not_p == 0, stop)
+    stop = (length == 1) & _member(TERMINAL)[cp[starts]]
+    return _Tokens(starts, length, _span_hash(cp[nz], compact_starts), np.zeros(0), words, alpha_t, not_p == 0, stop, nz)
 
 
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
@@ -372,7 +463,7 @@ def _doc_keys(g: np.ndarray, d: np.ndarray) -> np.ndarray:
         return g ^ (d.astype(np.uint64) * _GOLD)
 
 
-def _word_measures(m, tok: _Tokens, cp, f, doc, off, lengths, n_docs: int, big: str) -> None:
+def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str) -> None:
     """Gopher quality (word based) and Gopher repetition (n-gram based) measures."""
     d = tok.doc = doc[tok.start]
     n_tok = np.bincount(d, minlength=n_docs)
@@ -381,10 +472,10 @@ def _word_measures(m, tok: _Tokens, cp, f, doc, off, lengths, n_docs: int, big: 
         per_tok = np.where(n_tok > 0, 1.0 / np.maximum(n_tok, 1), np.nan)
         m["words"] = n_words
         m["mean_word_length"] = np.bincount(d, weights=tok.length * tok.words, minlength=n_docs) / n_words
-        m["hash_per_word"] = np.bincount(doc, weights=cp == 35, minlength=n_docs) * per_tok
+        m["hash_per_word"] = _sums(cp == 35, off) * per_tok
         m["ellipsis_per_word"] = _count_matches(_ELLIPSIS, big, doc, n_docs) * per_tok
         m["alpha_words_frac"] = np.bincount(d, weights=tok.alpha, minlength=n_docs) * per_tok
-        m["newline_per_word"] = np.bincount(doc, weights=cp == 10, minlength=n_docs) * per_tok
+        m["newline_per_word"] = _sums(cp == 10, off) * per_tok
     # Distinct stop words, matched case-sensitively as Gopher does.
     sw = np.concatenate([_codes(w) for w in STOP_WORDS])
     sw_hash = _span_hash(sw, np.concatenate(([0], np.cumsum([len(w) for w in STOP_WORDS])[:-1])))
@@ -433,16 +524,16 @@ def _word_measures(m, tok: _Tokens, cp, f, doc, off, lengths, n_docs: int, big: 
 
 def _top_repeated(top: np.ndarray, keys, docs, pos, clen) -> None:
     """Gopher's top n-gram (most frequent; ties go to the first seen) char count, for texts with repeats."""
-    order = np.lexsort((pos, keys, docs))  # by text, n-gram, position
-    k_s, d_s = keys[order], docs[order]
-    new = np.ones(order.size, bool)
-    new[1:] = (k_s[1:] != k_s[:-1]) | (d_s[1:] != d_s[:-1])
-    gs = np.flatnonzero(new)
-    counts = np.diff(np.append(gs, order.size))
-    gdoc, gpos, glen = d_s[gs], pos[order][gs], clen[order][gs]
-    best = np.lexsort((gpos, -counts, gdoc))
-    firsts = best[np.flatnonzero(np.diff(np.concatenate(([-1], gdoc[best]))) != 0)]
-    top[gdoc[firsts]] = glen[firsts] * counts[firsts]
+    # factorize numbers the (text, n-gram) groups in order of first occurrence, so no sort is needed.
+    codes = pd.factorize(_doc_keys(keys, docs))[0]
+    counts = np.bincount(codes)
+    first = np.flatnonzero(codes > np.maximum.accumulate(np.concatenate(([-1], codes[:-1]))))
+    gdoc = docs[first]  # ascending: texts come in order
+    seg = np.flatnonzero(np.diff(np.concatenate(([-1], gdoc))) != 0)
+    # Most frequent wins, the earlier first occurrence breaks ties: maximise count * 2**40 - position.
+    score = counts.astype(np.int64) * (1 << 40) - pos[first]
+    best = score == np.repeat(np.maximum.reduceat(score, seg), np.diff(np.append(seg, score.size)))
+    top[gdoc[best]] = clen[first[best]] * counts[best]
 
 
 def _greedy_duplicate_chars(hashes: list[int], lens: list[int], n: int) -> int:
@@ -468,22 +559,21 @@ _NEWLINES = re.compile(r"\n+")
 def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths, n_docs: int) -> None:
     """Gopher's bullet/ellipsis line shares, C4's line filter, FineWeb's line rules, duplicate lines."""
     # Lines as str.splitlines() cuts them; the NUL after each text closes its last line. \r\n is one break.
-    brk = np.isin(cp, _codes(_BREAKS)) & ~((cp == 10) & (_shift(cp, 1, np.uint32(0)) == 13))
-    ends = brk | (cp == 0)
-    line_of = np.cumsum(ends) - ends
-    n_lines = int(ends.sum())
-    line_doc = doc[np.flatnonzero(ends)]
-    line_start = np.concatenate(([0], np.flatnonzero(ends)[:-1] + 1))
-    nz = np.flatnonzero(~space)
-    ln = line_of[nz]
-    firsts = np.flatnonzero(np.diff(np.concatenate(([-1], ln))) != 0)
-    lasts = np.flatnonzero(np.diff(np.append(ln, n_lines)) != 0)
-    first_char = np.zeros(n_lines, np.uint32)
-    first_char[ln[firsts]] = cp[nz[firsts]]
-    last_pos = np.zeros(n_lines, np.int64)
-    last_pos[ln[lasts]] = nz[lasts]
-    has_text = np.zeros(n_lines, bool)
-    has_text[ln[firsts]] = True
+    brk = _member(_BREAKS)[cp]
+    brk[np.flatnonzero(cp[:-1] == 13) + 1] &= cp[np.flatnonzero(cp[:-1] == 13) + 1] != 10
+    line_end = np.flatnonzero(brk | (cp == 0))  # position of the break (or NUL) closing each line
+
+    def line_of(positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(line_end, positions)
+
+    n_lines = line_end.size
+    line_doc = doc[line_end]
+    line_start = np.concatenate(([0], line_end[:-1] + 1))
+    nz = tok.nonspace
+    first_pos = nz[np.minimum(np.searchsorted(nz, line_start), nz.size - 1)] if nz.size else np.zeros(n_lines, np.int64)
+    has_text = (first_pos >= line_start) & (first_pos < line_end) if nz.size else np.zeros(n_lines, bool)
+    last_pos = nz[np.maximum(np.searchsorted(nz, line_end) - 1, 0)] if nz.size else np.zeros(n_lines, np.int64)
+    first_char = np.where(has_text, cp[first_pos], 0)
     last_char = np.where(has_text, cp[last_pos], 0)
     three_dots = has_text & (last_char == 46) & (cp[np.maximum(last_pos - 1, 0)] == 46) & (cp[np.maximum(last_pos - 2, 0)] == 46)
 
@@ -494,30 +584,34 @@ def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths,
     ends_in_break = np.zeros(n_docs, bool)
     nonempty = lengths > 0
     ends_in_break[nonempty] = brk[off[nonempty] + lengths[nonempty] - 1]
-    gopher_lines = np.bincount(doc, weights=brk, minlength=n_docs) + 1 - ends_in_break
+    gopher_lines = _sums(brk, off) + 1 - ends_in_break
     with np.errstate(invalid="ignore", divide="ignore"):
-        m["bullet_lines_frac"] = per_doc(np.isin(first_char, _codes("•-"))) / gopher_lines
+        m["bullet_lines_frac"] = per_doc(_member("•-")[first_char]) / gopher_lines
         m["ellipsis_lines_frac"] = per_doc((last_char == 0x2026) | three_dots) / gopher_lines
 
     # C4: which lines survive, and what the surviving ones hold.
-    words_in_line = np.bincount(line_of[~space & _shift(space, 1, True)], minlength=n_lines)
     chunk_s = np.flatnonzero(~space & _shift(space, 1, True))
     chunk_e = np.flatnonzero(~space & _shift(space, -1, True))
+    words_in_line = np.bincount(line_of(chunk_s), minlength=n_lines)
     too_long = np.zeros(n_lines, bool)
-    too_long[line_of[chunk_s[chunk_e - chunk_s + 1 > 1000]]] = True
-    terminal = np.isin(last_char, _codes(_C4_END)) & ~three_dots
+    too_long[line_of(chunk_s[chunk_e - chunk_s + 1 > 1000])] = True
+    terminal = _member(_C4_END)[last_char] & ~three_dots
     for hit in _CITATION.finditer(big):  # rare: decide the line end again without the citation
-        k = line_of[hit.start()]
+        k = line_of(hit.start())
         line = _CITATION.sub("", big[line_start[k]:last_pos[k] + 1].strip())
         terminal[k] = line.endswith(tuple(_C4_END)) and not line.endswith("...")
     flag = np.zeros((4, n_lines), bool)  # lorem ipsum, javascript, curly bracket, policy
-    for hit in _C4_FLAGS.finditer(big):
-        flag[hit.lastindex - 1, line_of[hit.start()]] = True
+    lowered = big.lower()
+    if len(lowered) != len(big):  # a few characters lower-case to two; keep positions exact
+        lowered = big
+    for row, needles in enumerate((("lorem ipsum",), ("javascript",), ("{",), POLICY_SUBSTRINGS)):
+        for needle in needles:
+            flag[row, line_of(_find_all(lowered, needle))] = True
     lorem, js, curly, policy = flag
     eligible = ~too_long & terminal & (words_in_line >= 3)
     kept = eligible & ~lorem & ~js & ~curly & ~policy
     m["c4_kept_lines"] = per_doc(kept)
-    m["c4_sentences"] = per_doc(kept * _sentences_per_line(tok, line_of, n_lines))
+    m["c4_sentences"] = per_doc(kept * _sentences_per_line(tok, line_of(tok.start), n_lines))
     m["c4_lorem_ipsum"] = per_doc(eligible & lorem) > 0
     m["c4_curly_bracket"] = per_doc(eligible & ~lorem & ~js & curly) > 0
     m["c4_javascript_lines"] = per_doc(eligible & ~lorem & js)
@@ -525,11 +619,11 @@ def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths,
 
     # FineWeb on one-line texts; duplicates of lines and paragraphs are all 0 there.
     last = np.where(nonempty, cp[np.maximum(off + lengths - 1, 0)], 0)
-    m["line_punct_frac"] = np.isin(last, _codes(TERMINAL)).astype(float)
+    m["line_punct_frac"] = _member(TERMINAL)[last].astype(float)
     m["short_line_frac"] = (lengths <= 30).astype(float)
     for name in ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac", "line_dup_char_frac"):
         m[name] = np.zeros(n_docs)
-    multi = np.flatnonzero(np.bincount(doc, weights=cp == 10, minlength=n_docs) > 0)
+    multi = np.flatnonzero(_sums(cp == 10, off) > 0)
     for k in multi:
         for name, value in _multiline(texts[k]).items():
             m[name][k] = value
@@ -563,10 +657,9 @@ def _multiline(text: str) -> dict[str, float]:
     return out
 
 
-def _sentences_per_line(tok: _Tokens, line_of: np.ndarray, n_lines: int) -> np.ndarray:
+def _sentences_per_line(tok: _Tokens, t_line: np.ndarray, n_lines: int) -> np.ndarray:
     """Sentences per line as spaCy's sentencizer counts them: after a sentence mark, the next token that is
     not punctuation opens a new sentence."""
-    t_line = line_of[tok.start]
     counts = (np.bincount(t_line, minlength=n_lines) > 0).astype(np.int64)
     q = np.flatnonzero(~tok.is_punct)
     if not q.size:
@@ -598,3 +691,81 @@ def _char_ngrams(m, cp, space, doc, mostly_unspaced, n_docs: int) -> None:
         with np.errstate(invalid="ignore", divide="ignore"):
             frac = np.bincount(d, weights=covered, minlength=n_docs) / chars
         m[f"char_dup_{n}gram_frac"] = np.where(mostly_unspaced, frac, np.nan)
+
+
+# --- the rules --------------------------------------------------------------------------------------
+
+_Spec = tuple[float | None, float | None, str]  # (min_value, max_value, severity)
+_OFF = "off"
+# name -> (column, description, long profile, short profile). A rule a profile does not use is "off" there
+# (with the other profile's bounds), so params.yaml can still switch it on.
+_RULES: dict[str, tuple[str, str, _Spec, _Spec | None]] = {
+    "gopher_q_word_count": ("words", "text has {min_value} to {max_value} words", (50, 100_000, QUARANTINE), None),
+    "gopher_q_mean_word_length": ("mean_word_length", "mean word length is {min_value} to {max_value} characters",
+                                  (3, 10, QUARANTINE), None),
+    "gopher_q_hash_ratio": ("hash_per_word", "at most {max_value} '#' per word", (None, 0.1, QUARANTINE), None),
+    "gopher_q_ellipsis_ratio": ("ellipsis_per_word", "at most {max_value} ellipses per word", (None, 0.1, QUARANTINE), None),
+    "gopher_q_bullet_lines": ("bullet_lines_frac", "at most {max_value} of the lines start with a bullet",
+                              (None, 0.9, QUARANTINE), None),
+    "gopher_q_ellipsis_lines": ("ellipsis_lines_frac", "at most {max_value} of the lines end with an ellipsis",
+                                (None, 0.3, QUARANTINE), None),
+    "gopher_q_alpha_words": ("alpha_words_frac", "at least {min_value} of the words contain a letter",
+                             (0.8, None, QUARANTINE), None),
+    "gopher_q_stop_words": ("stop_words", "at least {min_value} distinct English stop words", (2, None, QUARANTINE), None),
+    "gopher_rep_dup_lines": ("dup_line_frac", "at most {max_value} of the lines are repeats", (None, 0.3, QUARANTINE), None),
+    "gopher_rep_dup_paragraphs": ("dup_para_frac", "at most {max_value} of the paragraphs are repeats",
+                                  (None, 0.3, QUARANTINE), None),
+    "gopher_rep_dup_line_chars": ("dup_line_char_frac", "at most {max_value} of the characters are in repeated lines",
+                                  (None, 0.2, QUARANTINE), None),
+    "gopher_rep_dup_paragraph_chars": ("dup_para_char_frac",
+                                       "at most {max_value} of the characters are in repeated paragraphs",
+                                       (None, 0.2, QUARANTINE), None),
+    **{f"gopher_rep_top_{n}gram": (f"top_{n}gram_char_frac",
+                                   f"the most frequent word {n}-gram covers at most {{max_value}} of the characters",
+                                   (None, limit, QUARANTINE), None)
+       for n, limit in zip(TOP_NGRAMS, (0.20, 0.18, 0.16))},
+    **{f"gopher_rep_dup_{n}gram": (f"dup_{n}gram_char_frac",
+                                   f"repeated word {n}-grams cover at most {{max_value}} of the characters",
+                                   (None, limit, QUARANTINE), None)
+       for n, limit in zip(DUP_NGRAMS, (0.15, 0.14, 0.13, 0.12, 0.11, 0.10))},
+    "c4_sentences": ("c4_sentences", "at least {min_value} sentences in lines C4 keeps", (5, None, WARN), None),
+    "c4_lorem_ipsum": ("c4_lorem_ipsum", "no 'lorem ipsum' placeholder text", (None, 0, WARN), None),
+    "c4_curly_bracket": ("c4_curly_bracket", "no curly bracket (code) in a sentence line", (None, 0, WARN), None),
+    "c4_javascript_lines": ("c4_javascript_lines", "at most {max_value} lines mention javascript", (None, 0, WARN), None),
+    "c4_policy_lines": ("c4_policy_lines", "at most {max_value} cookie/terms-of-use/privacy lines", (None, 0, WARN), None),
+    "fineweb_line_punct": ("line_punct_frac", "at least {min_value} of the lines end in sentence punctuation",
+                           (0.12, None, WARN), None),
+    "fineweb_short_lines": ("short_line_frac", "at most {max_value} of the lines have 30 characters or fewer",
+                            (None, 0.67, WARN), None),
+    "fineweb_dup_line_chars": ("line_dup_char_frac", "at most {max_value} of the characters are in repeated lines",
+                               (None, 0.01, WARN), None),
+    "fineweb_newlines": ("newline_per_word", "at most {max_value} line breaks per word", (None, 0.3, WARN), None),
+    "html_residue": ("html_residue", "at most {max_value} HTML tags or entities", (None, 0, QUARANTINE), (None, 0, QUARANTINE)),
+    "url_spam": ("url_char_frac", "URLs make up at most {max_value} of the characters",
+                 (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
+    "email_spam": ("email_char_frac", "e-mail addresses make up at most {max_value} of the characters",
+                   (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
+    "char_spam_letters": ("max_letter_run", "no letter, digit or ideograph repeats more than {max_value} times in a row",
+                          (None, 10, QUARANTINE), (None, 10, QUARANTINE)),
+    "char_spam_punct": ("max_punct_run", "no punctuation mark or symbol repeats more than {max_value} times in a row",
+                        (None, 20, QUARANTINE), (None, 20, QUARANTINE)),
+    "symbol_garbage": ("symbol_frac", "at most {max_value} of the characters are punctuation or symbols",
+                       (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
+    "digit_garbage": ("digit_frac", "at most {max_value} of the characters are digits",
+                      (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
+    "script_mismatch": ("foreign_script_frac", "at most {max_value} of the letters are outside the declared languages' scripts",
+                        (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
+    "char_repetition": ("char_dup_5gram_frac", "repeats of earlier 5-character sequences cover at most {max_value} of the text",
+                        (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
+}
+
+
+def text_rules(cfg: TextQualityConfig) -> list[RowRule]:
+    """The noise rules of `cfg.profile`, each bounding one measure_text column (family "noise")."""
+    rules = []
+    for name, (column, description, long, short) in _RULES.items():
+        spec = long if cfg.profile == "long" else short
+        low, high, severity = spec if spec is not None else (*long[:2], _OFF)
+        rules.append(RowRule(name=name, column=column, description=description, min_value=low, max_value=high,
+                             severity=severity, family="noise"))
+    return rules
