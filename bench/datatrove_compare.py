@@ -5,7 +5,9 @@ GopherQualityFilter, GopherRepetitionFilter and C4QualityFilter (defaults, each 
 on a fresh Document) against `measure_text` + the long profile's rules of the same family. Reports the
 docs/s of each, their ratio, and per filter the share of documents where datatrove keeps iff we keep.
 
-    python -m bench.datatrove_compare [--limit N]
+Also times measure_text alone on synthetic short documents (~60 characters, half Chinese, half English).
+
+    python -m bench.datatrove_compare [--limit N] [--short-docs 1000000]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import pandas as pd
 
 from bench.common import DATASETS, save_result
@@ -64,9 +67,40 @@ def our_decisions(texts: list[str]) -> tuple[dict[str, list[bool]], float]:
     return keep, time.perf_counter() - start
 
 
+def synthetic_short_docs(n: int, seed: int = 0) -> list[str]:
+    """n made-up short texts of about 60 characters: even rows Chinese-like, odd rows English-like."""
+    rng = np.random.default_rng(seed)
+    han = [chr(c) for c in rng.integers(0x4E00, 0x9FA5, 3000)] + ["，", "。", "！"] * 100
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, k)) for k in rng.integers(2, 9, 2000)]
+    zh = rng.choice(han, (n // 2 + 1, 70))
+    en = rng.choice(words, (n // 2 + 1, 13))
+    docs = []
+    for i in range(n):
+        if i % 2 == 0:
+            docs.append("".join(zh[i // 2, : 40 + i % 31]) + "。")
+        else:
+            docs.append(" ".join(en[i // 2, : 8 + i % 5]).capitalize() + ".")
+    return docs
+
+
+def time_short_docs(n: int) -> dict:
+    texts = pd.Series(synthetic_short_docs(n))
+    cfg = TextQualityConfig(profile="short")
+    measure_text(texts.head(10), cfg)
+    start = time.perf_counter()
+    measures = measure_text(texts, cfg)
+    seconds = time.perf_counter() - start
+    mean_chars = float(texts.str.len().mean())
+    print(f"{n} short documents (mean {mean_chars:.0f} chars): measured in {seconds:.1f} s "
+          f"({n / seconds:.0f} docs/s, {measures.shape[1]} measures)")
+    return {"documents": n, "mean_chars": round(mean_chars, 1), "seconds": round(seconds, 2), "docs_per_s": round(n / seconds)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="documents per corpus (default: all)")
+    parser.add_argument("--short-docs", type=int, default=1_000_000, help="synthetic short documents to time (0: skip)")
     args = parser.parse_args(argv)
     texts = load_documents(args.limit)
     theirs, their_seconds = datatrove_decisions(texts)
@@ -95,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{family:<20}{row['datatrove_docs_per_s']:>18}{row['datatrove_kept']:>9}{row['ours_kept']:>10}{row['agreement']:>8}")
     print(f"{n} documents: datatrove combined {combined:.0f} docs/s, ours {n / our_seconds:.0f} docs/s, "
           f"speed-up {result['speedup']}x")
+    if args.short_docs:
+        result["short_docs"] = time_short_docs(args.short_docs)
     save_result("datatrove", result)
     return result
 
