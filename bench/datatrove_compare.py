@@ -5,7 +5,8 @@ GopherQualityFilter, GopherRepetitionFilter and C4QualityFilter (defaults, each 
 on a fresh Document) against `measure_text` + the long profile's rules of the same family. Reports the
 docs/s of each, their ratio, and per filter the share of documents where datatrove keeps iff we keep.
 
-Also times measure_text alone on synthetic short documents (~60 characters, half Chinese, half English).
+Also times measure_text alone on synthetic short documents (~60 characters, half Chinese, half English),
+and reports the share of rows each short-profile noise rule flags on the real short corpora.
 
     python -m bench.datatrove_compare [--limit N] [--short-docs 1000000]
 """
@@ -13,6 +14,7 @@ Also times measure_text alone on synthetic short documents (~60 characters, half
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 
 import numpy as np
@@ -97,6 +99,30 @@ def time_short_docs(n: int) -> dict:
     return {"documents": n, "mean_chars": round(mean_chars, 1), "seconds": round(seconds, 2), "docs_per_s": round(n / seconds)}
 
 
+SHORT_CORPORA = {  # file -> (read_csv keyword arguments, text column)
+    "online_shopping_10_cats.csv": ({}, "review"),
+    "waimai_10k.csv": ({}, "review"),
+    "sst2_train.tsv": ({"sep": "\t", "quoting": csv.QUOTE_NONE}, "sentence"),
+    "agnews_sub.csv": ({"header": None, "names": ["label", "text"]}, "text"),
+}
+
+
+def short_profile_shares() -> dict:
+    """Per real short corpus: the share of rows each active short-profile rule flags, and their union."""
+    cfg = TextQualityConfig(profile="short", languages=["zh", "en"])
+    rules = [r for r in text_rules(cfg) if r.severity != "off"]
+    shares = {}
+    for name, (kwargs, column) in SHORT_CORPORA.items():
+        text = pd.read_csv(DATASETS / name, **kwargs)[column]
+        measures = measure_text(text, cfg)
+        flagged = pd.DataFrame({r.name: r.violations(measures) for r in rules})
+        shares[name] = {"rows": len(text), **{r: round(float(flagged[r].mean()), 5) for r in flagged},
+                        "any_rule": round(float(flagged.any(axis=1).mean()), 5)}
+    table = pd.DataFrame(shares).T
+    print((table.drop(columns="rows") * 100).round(3).to_string(), "\n(percent of rows flagged, short profile)")
+    return shares
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="documents per corpus (default: all)")
@@ -131,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"speed-up {result['speedup']}x")
     if args.short_docs:
         result["short_docs"] = time_short_docs(args.short_docs)
+    result["short_profile_flagged_share"] = short_profile_shares()
     save_result("datatrove", result)
     return result
 

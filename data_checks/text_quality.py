@@ -37,7 +37,6 @@ PROFILES = ("long", "short")
 
 SCRIPTS = ("han", "latin", "kana", "hangul", "cyrillic", "arabic", "greek", "hebrew", "devanagari", "thai", "other")
 _SCRIPT_ID = {name: i + 1 for i, name in enumerate(SCRIPTS)}  # 0 = not a letter
-_UNSPACED = ("han", "kana", "thai")
 LANGUAGE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "zh": ("han",), "ja": ("han", "kana"), "ko": ("hangul", "han"), "th": ("thai",),
     "ru": ("cyrillic",), "uk": ("cyrillic",), "bg": ("cyrillic",), "sr": ("cyrillic", "latin"), "kk": ("cyrillic",),
@@ -48,7 +47,7 @@ LANGUAGE_SCRIPTS: dict[str, tuple[str, ...]] = {
 
 TOP_NGRAMS = (2, 3, 4)
 DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
-CHAR_NGRAMS = (3, 5, 10)
+CHAR_NGRAMS = (5, 10)
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 # Sentence-final marks: FineWeb's line-end test and the sentence splitter (spaCy's sentencizer set, common part).
@@ -187,8 +186,8 @@ def measure_text(text: pd.Series, cfg: TextQualityConfig | None = None) -> pd.Da
     Null or blank text gives NaN throughout; word measures are NaN on text without words. Ratios are per
     word (spaCy-style English tokens, punctuation included, as Gopher counts them) unless named per char;
     `url_char_frac`, `email_char_frac`, `symbol_frac` and `digit_frac` are shares of the non-space
-    characters; script shares are shares of the letters; char_dup_* apply to text mostly written in
-    scripts without spaces (Han, kana, Thai) and are NaN elsewhere.
+    characters; script shares are shares of the letters; char_dup_* are shares of the letters and digits
+    (NaN on text without any).
     """
     cfg = cfg or TextQualityConfig()
     # NUL separates the texts of a chunk, so a NUL inside a text becomes a space.
@@ -237,27 +236,27 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
         for code in cfg.languages:
             allowed[[_SCRIPT_ID[s] for s in LANGUAGE_SCRIPTS[code]]] = True
         m["foreign_script_frac"] = per_doc(~allowed[scr]) / letters if cfg.languages else np.zeros(n_docs)
-        unspaced = per_doc((scr == _SCRIPT_ID["han"]) | (scr == _SCRIPT_ID["kana"]) | (scr == _SCRIPT_ID["thai"]))
-        mostly_unspaced = unspaced * 2 > letters
 
     # Longest run of one repeated non-space character, over all / letter-digit / other characters.
     run_start = np.flatnonzero(cp != _shift(cp, 1, np.uint32(0xFFFFFFFF)))
     run_len = np.diff(np.append(run_start, cp.size)).astype(np.int32)
-    first = run_start[np.searchsorted(run_start, off)]  # every text begins a run (NUL precedes it)
-    doc_runs = np.searchsorted(run_start, first)
+    run_doc = doc[run_start]
+    doc_runs = np.minimum(np.searchsorted(run_doc, np.arange(n_docs)), run_start.size - 1)
+    has_runs = run_doc[doc_runs] == np.arange(n_docs)  # blank texts may start none
     for name, cls in (("max_char_run", ~space), ("max_letter_run", word), ("max_punct_run", other)):
-        m[name] = np.maximum.reduceat(np.where(cls[run_start], run_len, 0), doc_runs)
+        m[name] = np.where(has_runs, np.maximum.reduceat(np.where(cls[run_start], run_len, 0), doc_runs), 0)
 
     # Regex findings: HTML tags/entities, URLs, e-mail addresses, ellipses, citations.
     m["html_residue"] = _count_matches(_HTML, big, doc, n_docs)
     urls = _url_spans(big)
-    m["url_char_frac"] = np.bincount(doc[urls[0]], weights=urls[1] - urls[0], minlength=n_docs) / chars
-    m["email_char_frac"] = _email_chars(big, cp, f, doc, n_docs) / chars
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m["url_char_frac"] = np.bincount(doc[urls[0]], weights=urls[1] - urls[0], minlength=n_docs) / chars
+        m["email_char_frac"] = _email_chars(big, cp, f, doc, n_docs) / chars
 
     tok = _tokens(big, cp, f, space, word, other, urls)
     _word_measures(m, tok, cp, doc, off, lengths, n_docs, big)
     _line_measures(m, texts, tok, big, cp, f, space, doc, off, lengths, n_docs)
-    _char_ngrams(m, cp, word, doc, mostly_unspaced, n_docs)
+    _char_ngrams(m, cp, word, doc, per_doc(word) > 0, n_docs)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.column_stack([np.asarray(m[name], np.float64) for name in MEASURES]).astype(np.float32)
 
@@ -512,7 +511,8 @@ def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str
     for n in range(2, max(DUP_NGRAMS[0], *TOP_NGRAMS) + 1):
         with np.errstate(over="ignore"):
             g = g[:-1] * Q + tok.hash[n - 1:]
-        idx = np.flatnonzero(d[: T - n + 1] == d[n - 1:])
+        size = max(T - n + 1, 0)
+        idx = np.flatnonzero(d[:size] == d[n - 1:n - 1 + size])
         if n == 2:  # a text repeats no longer n-gram unless it repeats a bigram
             rep = pd.Series(_doc_keys(g[idx], d[idx])).duplicated().to_numpy()
             candidates[d[idx[rep]]] = True
@@ -693,14 +693,15 @@ def _sentences_per_line(tok: _Tokens, t_line: np.ndarray, n_lines: int) -> np.nd
     return counts + np.bincount(t_line[q[opens]], minlength=n_lines)
 
 
-def _char_ngrams(m, cp, word, doc, mostly_unspaced, n_docs: int) -> None:
-    """Share of the letters/digits inside a repeat of an earlier n-gram of them, for unspaced scripts.
+def _char_ngrams(m, cp, word, doc, has_word, n_docs: int) -> None:
+    """Share of the letters/digits inside a repeat of an earlier n-gram of them; works without word
+    boundaries, so it catches repetition in Chinese as well as in English.
 
     Spaces and punctuation are left out of the sequence ("好评！好评！好评！" repeats "好评"); runs of
     punctuation are the char-spam measures' business."""
-    todo = mostly_unspaced.copy()
+    todo = has_word.copy()
     for n in CHAR_NGRAMS:  # ascending: a text that repeats no n-gram repeats no longer one either
-        frac = np.where(mostly_unspaced, 0.0, np.nan)
+        frac = np.where(has_word, 0.0, np.nan)
         sel = np.flatnonzero(word & todo[doc])
         size = sel.size - n + 1
         if size > 0:
@@ -741,14 +742,16 @@ _RULES: dict[str, tuple[str, str, _Spec, _Spec | None]] = {
     "gopher_q_alpha_words": ("alpha_words_frac", "at least {min_value} of the words contain a letter",
                              (0.8, None, QUARANTINE), None),
     "gopher_q_stop_words": ("stop_words", "at least {min_value} distinct English stop words", (2, None, QUARANTINE), None),
-    "gopher_rep_dup_lines": ("dup_line_frac", "at most {max_value} of the lines are repeats", (None, 0.3, QUARANTINE), None),
+    # Line and paragraph repeats only exist in multi-line text, so the short profile keeps them.
+    "gopher_rep_dup_lines": ("dup_line_frac", "at most {max_value} of the lines are repeats",
+                             (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
     "gopher_rep_dup_paragraphs": ("dup_para_frac", "at most {max_value} of the paragraphs are repeats",
-                                  (None, 0.3, QUARANTINE), None),
+                                  (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
     "gopher_rep_dup_line_chars": ("dup_line_char_frac", "at most {max_value} of the characters are in repeated lines",
-                                  (None, 0.2, QUARANTINE), None),
+                                  (None, 0.2, QUARANTINE), (None, 0.2, QUARANTINE)),
     "gopher_rep_dup_paragraph_chars": ("dup_para_char_frac",
                                        "at most {max_value} of the characters are in repeated paragraphs",
-                                       (None, 0.2, QUARANTINE), None),
+                                       (None, 0.2, QUARANTINE), (None, 0.2, QUARANTINE)),
     **{f"gopher_rep_top_{n}gram": (f"top_{n}gram_char_frac",
                                    f"the most frequent word {n}-gram covers at most {{max_value}} of the characters",
                                    (None, limit, QUARANTINE), None)
@@ -776,16 +779,20 @@ _RULES: dict[str, tuple[str, str, _Spec, _Spec | None]] = {
                    (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
     "char_spam_letters": ("max_letter_run", "no letter, digit or ideograph repeats more than {max_value} times in a row",
                           (None, 10, QUARANTINE), (None, 10, QUARANTINE)),
+    # Chinese reviews legitimately stretch 。。。。。。 and ！！！！！！ (99% of runs <= 6); 12 in a row is spam.
+    # Web pages draw lines with ----- and =====, hence the longer limit there.
     "char_spam_punct": ("max_punct_run", "no punctuation mark or symbol repeats more than {max_value} times in a row",
-                        (None, 20, QUARANTINE), (None, 20, QUARANTINE)),
+                        (None, 30, QUARANTINE), (None, 11, QUARANTINE)),
     "symbol_garbage": ("symbol_frac", "at most {max_value} of the characters are punctuation or symbols",
-                       (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
+                       (None, 0.5, QUARANTINE), (None, 0.8, QUARANTINE)),
     "digit_garbage": ("digit_frac", "at most {max_value} of the characters are digits",
-                      (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
-    "script_mismatch": ("foreign_script_frac", "at most {max_value} of the letters are outside the declared languages' scripts",
+                      (None, 0.5, QUARANTINE), (None, 0.7, QUARANTINE)),
+    "script_mismatch": ("foreign_script_frac",
+                        "at most {max_value} of the letters are outside the declared languages' scripts",
                         (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
-    "char_repetition": ("char_dup_5gram_frac", "repeats of earlier 5-character sequences cover at most {max_value} of the text",
-                        (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
+    "char_repetition": ("char_dup_10gram_frac",
+                        "repeats of earlier 10-character sequences cover at most {max_value} of the letters",
+                        (None, 0.5, QUARANTINE), (None, 0.5, QUARANTINE)),
 }
 
 
