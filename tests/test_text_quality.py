@@ -179,14 +179,14 @@ def test_config_is_checked():
         TextQualityConfig(profile="medium")
     with pytest.raises(DoclifeError, match="xx"):
         TextQualityConfig(languages=["en", "xx"])
-    with pytest.raises(DoclifeError, match="chunk_rows"):
-        TextQualityConfig(chunk_rows=0)
+    with pytest.raises(DoclifeError, match="chunk_chars"):
+        TextQualityConfig(chunk_chars=0)
 
 
 def test_chunks_do_not_change_results():
     text = pd.Series([GOOD_DOC, "好好好好好好好好好好好", None, "a\n\nb\n\na", "x" * 40] * 3)
     whole = measure_text(text)
-    chunked = measure_text(text, TextQualityConfig(chunk_rows=4))
+    chunked = measure_text(text, TextQualityConfig(chunk_chars=50))
     pd.testing.assert_frame_equal(whole, chunked)
 
 
