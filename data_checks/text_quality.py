@@ -8,8 +8,9 @@
   datatrove 0.10.1's GopherQualityFilter, GopherRepetitionFilter, C4QualityFilter (defaults) and
   FineWebQualityFilter. Words are English tokens as spaCy's English tokenizer splits them (punctuation
   marks are tokens of their own, "don't" is "do" + "n't", "U.S." and "3.5" stay whole), emulated here.
-- "short": reviews, posts, headlines: document-length minimums off, repetition caught by rules that can
-  only fire on enough repeated text, character-level repetition for scripts written without spaces.
+- "short": reviews, posts, headlines: document-length and English-only rules off; repetition measured
+  on characters (letters and digits, spaces and punctuation left out), so it needs no word boundaries
+  and catches "好评好评好评..." as well as a pasted-over English sentence.
 
 Everything is computed on whole chunks of the corpus at once: the texts of a chunk are joined by NUL into
 one code-point array, and every measure is an array operation over characters, tokens or lines of that
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -172,9 +172,12 @@ def _span_hash(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """64-bit polynomial hash (wrapping arithmetic) of each run values[starts[k]:starts[k+1]]."""
     lengths = np.diff(np.append(starts, values.size))
     offsets = np.arange(values.size) - np.repeat(starts, lengths)
-    powers = np.cumprod(np.full(max(int(lengths.max(initial=1)), 1), _P1, np.uint64)) // _P1  # P**0, P**1, ...
     with np.errstate(over="ignore"):
-        h = np.add.reduceat((values.astype(np.uint64) + np.uint64(1)) * powers[offsets], starts) if starts.size else starts.astype(np.uint64)
+        powers = np.cumprod(np.full(max(int(lengths.max(initial=1)), 1), _P1, np.uint64))
+        powers = np.concatenate(([np.uint64(1)], powers[:-1]))  # P**0, P**1, ... (mod 2**64)
+        if not starts.size:
+            return starts.astype(np.uint64)
+        h = np.add.reduceat((values.astype(np.uint64) + np.uint64(1)) * powers[offsets], starts)
         return h * _P2 + lengths.astype(np.uint64)
 
 
@@ -194,8 +197,10 @@ def measure_text(text: pd.Series, cfg: TextQualityConfig | None = None) -> pd.Da
     # NUL separates the texts of a chunk, so a NUL inside a text becomes a space.
     values = [t.replace("\x00", " ") if "\x00" in t else t
               for t in (v if isinstance(v, str) else "" if v is None or v != v else str(v) for v in text.tolist())]
+    # Chunks of whole texts, cut after the text that crosses each multiple of chunk_chars.
     ends = np.cumsum(np.fromiter(map(len, values), np.int64, len(values)) + 1)
-    cuts = np.unique(np.searchsorted(ends, np.arange(cfg.chunk_chars, ends[-1] if len(values) else 0, cfg.chunk_chars), side="right"))
+    marks = np.arange(cfg.chunk_chars, ends[-1] if len(values) else 0, cfg.chunk_chars)
+    cuts = np.unique(np.searchsorted(ends, marks, side="right"))
     bounds = [0, *[int(c) for c in cuts if 0 < c < len(values)], len(values)]
     parts = [_measure_chunk(values[a:b], cfg) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     data = np.concatenate(parts) if parts else np.zeros((0, len(MEASURES)), np.float32)
