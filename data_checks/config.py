@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from data_checks.drift import DriftConfig
     from data_checks.duplicates import DuplicatesConfig
     from data_checks.label_noise import LabelNoiseConfig
+    from data_checks.text_quality import TextQualityConfig
 
 FORMATS = ("auto", "csv", "tsv", "jsonl", "parquet")
 SPLITS = ("train", "validation", "test")
@@ -119,6 +120,8 @@ class ValidateConfig:
     """Per-rule overrides by rule name: {severity: fail|quarantine|warn|off, min_value, max_value}."""
     duplicates: DuplicatesConfig | None = None
     """Exact and near duplicates, conflicting labels and train/test leakage (data_checks.duplicates)."""
+    text_quality: TextQualityConfig | None = None
+    """Noise rules: markup, spam, scripts, Gopher/C4/FineWeb in a long or short profile (data_checks.text_quality)."""
     label_noise: LabelNoiseConfig | None = None
     """Likely mislabelled rows from cross-validated predictions (data_checks.label_noise)."""
     drift: DriftConfig | None = None
@@ -148,7 +151,9 @@ class ValidateConfig:
         from data_checks.drift import DriftConfig
         from data_checks.duplicates import DuplicatesConfig
         from data_checks.label_noise import LabelNoiseConfig
+        from data_checks.text_quality import TextQualityConfig
 
+        self.text_quality = _section(TextQualityConfig, self.text_quality, "validate.text_quality")
         self.duplicates = _section(DuplicatesConfig, self.duplicates, "validate.duplicates")
         self.label_noise = _section(LabelNoiseConfig, self.label_noise, "validate.label_noise")
         self.drift = _section(DriftConfig, self.drift, "validate.drift")

@@ -21,10 +21,6 @@ from great_expectations.expectations import Expectation  # noqa: E402
 from data_checks.config import SPLITS, ValidateConfig  # noqa: E402
 from data_checks.rulebook import FAIL, RowRule  # noqa: E402
 
-# Tags (<div>, </p>, <br/>, <span class="x">) and character entities (&nbsp; &amp; &#39; &#x27;).
-# A letter must follow "<" so that "a < b" or "<3" stay legal text.
-HTML_REGEX = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z]{2,8}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});"
-
 @dataclass(frozen=True)
 class Rule:
     """One rule of the data contract and the Great Expectations expectation that checks it."""

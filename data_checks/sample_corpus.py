@@ -96,8 +96,9 @@ _ZH_FILLER = (
 
 _UNKNOWN_LABELS = ("misc", "other", "sport", "unknown")
 _HTML_WRAPS = ("<div>{}</div>", "<p>{}</p>", "{}&nbsp;", "{}<br/>", '<span class="x">{}</span>', "{} &amp; more")
-_SPAM_WHOLE = ("!!!!!!!!!!!!!!", "好好好好好好好好好好", "??????????????", "哈哈哈哈哈哈哈哈哈哈哈哈")
-_SPAM_TAILS = ("!!!!!!!!!!!!", "soooooooooooo", "啊啊啊啊啊啊啊啊啊啊", "..............")
+# Runs well past what real reviews contain (laughter like 哈哈哈哈哈哈 stays under the rule's limit).
+_SPAM_WHOLE = ("好好好好好好好好好好好好好好好好", "aaaaaaaaaaaaaaaaaa", "哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈哈", "6666666666666666")
+_SPAM_TAILS = ("zzzzzzzzzzzzzzzzz", "soooooooooooooooo", "啊啊啊啊啊啊啊啊啊啊啊啊啊啊啊", "wowwwwwwwwwwwwwwww")
 
 # How often a topic-word slot borrows a word from another topic: keeps the task from being trivial.
 _CROSS_TOPIC_RATE = 0.2

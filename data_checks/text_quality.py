@@ -29,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from data_checks.expectations import HTML_REGEX
+from data_checks.config import need
 from data_checks.io import DoclifeError
 from data_checks.rulebook import QUARANTINE, WARN, RowRule
 
@@ -71,6 +71,11 @@ MEASURES = (
 )
 
 
+# Tags (<div>, </p>, <br/>, <span class="x">) and character entities (&nbsp; &amp; &#39; &#x27;).
+# A letter must follow "<" so that "a < b" or "<3" stay legal text.
+HTML_REGEX = r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>|&(?:[A-Za-z]{2,8}|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});"
+
+
 @dataclass
 class TextQualityConfig:
     """Noise rules on the text column: which built-in profile, and what the corpus is written in."""
@@ -84,15 +89,12 @@ class TextQualityConfig:
     fit the CPU caches run about twice as fast as huge ones, and memory stays near 60 bytes a character."""
 
     def __post_init__(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise DoclifeError(f"params.yaml: validate.text_quality: {message}")
-
-        need(self.profile in PROFILES, f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        section = "validate.text_quality"
+        need(self.profile in PROFILES, section, f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         self.languages = [str(code).lower() for code in self.languages]
         unknown = [code for code in self.languages if code not in LANGUAGE_SCRIPTS]
-        need(not unknown, f"unknown language code(s) {', '.join(unknown)} (known: {', '.join(sorted(LANGUAGE_SCRIPTS))})")
-        need(self.chunk_chars >= 1, f"chunk_chars must be >= 1, got {self.chunk_chars}")
+        need(not unknown, section, f"unknown language code(s) {', '.join(unknown)} (known: {', '.join(sorted(LANGUAGE_SCRIPTS))})")
+        need(self.chunk_chars >= 1, section, f"chunk_chars must be >= 1, got {self.chunk_chars}")
 
 
 # --- character classes ------------------------------------------------------------------------------
@@ -804,7 +806,7 @@ _RULES: dict[str, tuple[str, str, _Spec, _Spec | None]] = {
                  (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
     "email_spam": ("email_char_frac", "e-mail addresses make up at most {max_value} of the characters",
                    (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
-    "char_spam_letters": ("max_letter_run", "no letter, digit or ideograph repeats more than {max_value} times in a row",
+    "char_spam": ("max_letter_run", "no letter, digit or ideograph repeats more than {max_value} times in a row",
                           (None, 10, QUARANTINE), (None, 10, QUARANTINE)),
     # Chinese reviews legitimately stretch 。。。。。。 and ！！！！！！ (99% of runs <= 6); 12 in a row is spam.
     # Web pages draw lines with ----- and =====, hence the longer limit there.

@@ -24,6 +24,7 @@ from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
 from data_checks.drift import check_drift, read_profile
 from data_checks.duplicates import duplicate_rules, find_duplicates
 from data_checks.label_noise import find_label_issues, label_noise_rules
+from data_checks.text_quality import measure_text, text_rules
 from data_checks.ingest import CANONICAL_COLUMNS
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
 from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
@@ -84,7 +85,7 @@ class ValidationReport:
 
 def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
     """Every row rule with params.yaml's overrides applied (rules set to "off" included)."""
-    rules = core_rules(cfg) + duplicate_rules(cfg.duplicates) + label_noise_rules(cfg.label_noise)
+    rules = core_rules(cfg) + text_rules(cfg.text_quality) + duplicate_rules(cfg.duplicates) + label_noise_rules(cfg.label_noise)
     names = [r.name for r in rules]
     unknown = sorted(set(cfg.rules) - set(names))
     if unknown:
@@ -103,9 +104,11 @@ def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | N
     Per-row measures are computed `chunk_rows` rows at a time; the corpus-wide ones (duplicates, label
     noise) keep only a few numbers per row across chunks.
     """
-    parts = [fill_nan_float32(measure_core(frame.iloc[start : start + cfg.chunk_rows], labels))
-             for start in range(0, len(frame), cfg.chunk_rows)]
-    per_row = pd.concat(parts) if parts else fill_nan_float32(measure_core(frame, labels))
+    def measure_chunk(chunk: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([fill_nan_float32(measure_core(chunk, labels)), measure_text(chunk["text"], cfg.text_quality)], axis=1)
+
+    parts = [measure_chunk(frame.iloc[start : start + cfg.chunk_rows]) for start in range(0, len(frame), cfg.chunk_rows)]
+    per_row = pd.concat(parts) if parts else measure_chunk(frame)
     duplicates = find_duplicates(frame, cfg.duplicates)
     flags = ["near_duplicate", "split_leakage", "conflicting_label", "near_duplicate_conflicting_label"]
     # An unlabelled corpus has only null labels: the label-noise check then returns NA for every row.

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from data_checks.config import SampleConfig
-from data_checks.expectations import HTML_REGEX, looks_like_mojibake
+from data_checks.core_rules import looks_like_mojibake
+from data_checks.text_quality import HTML_REGEX
 from data_checks.sample_corpus import DEFECT_RULES, TOPICS, generate_sample_corpus, write_sample_corpus
 
 CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -29,8 +29,8 @@ EXAMPLES: list[tuple[str, str | None, str | None, bool]] = [
     ("text_blank", " ok ", "food", False),
     ("text_too_short", "  x  ", "food", True),
     ("text_too_short", "  xy  ", "food", False),
-    ("text_too_long", "long words " * 6, "food", True),  # 65 characters before stripping, 65 after
-    ("text_too_long", "  " + "a b " * 15 + "  ", "food", False),  # 60 characters after stripping
+    ("text_too_long", "the quick brown fox jumps over a lazy dog by the old river bank", "food", True),  # 63 characters
+    ("text_too_long", "  pack my box with five dozen liquor jugs, then sing a song!  ", "food", False),  # 58 after stripping
     ("label_missing", "a review without a label", None, True),
     ("label_missing", "a review with a label", "travel", False),
     ("label_unknown", "a review about misc things", "misc", True),
@@ -118,7 +118,7 @@ def test_warnings_are_findings_not_quarantine() -> None:
 
 
 def test_severity_and_bounds_come_from_params() -> None:
-    frame = _canonical(_clean_rows(40) + [{"text": "ＡＢＣ phone", "label": "food"}, {"text": "x" * 61, "label": "food"}])
+    frame = _canonical(_clean_rows(40) + [{"text": "ＡＢＣ phone", "label": "food"}, {"text": "the quick brown fox jumps over a lazy dog by the old river bank", "label": "food"}])
     cfg = ValidateConfig(**{**CFG.__dict__, "rules": {"fullwidth_alnum": {"severity": "quarantine", "max_value": 2},
                                                        "text_too_long": {"severity": "off"}}})
     report = validate_frame(cfg, frame)
@@ -222,7 +222,7 @@ def test_data_docs_index_exists(sample_run: dict) -> None:
         (ValidateConfig(labels=[*TOPICS, "politics"]), "label_set", ["politics"]),
         (ValidateConfig(max_rejected_fraction=0.01), "rejected_fraction", ["rows passed", "0.01"]),
         (ValidateConfig(min_rows_per_split=10**6), "split_min_rows", ["test has"]),
-        (ValidateConfig(max_label_share=0.2), "label_balance", ["sports 0.215", "outside [0.05, 0.2]"]),
+        (ValidateConfig(max_label_share=0.2), "label_balance", ["label share(s) sports 0.2", "outside [0.05, 0.2]"]),
     ],
 )
 def test_table_rule_failure_raises_after_writing_outputs(
