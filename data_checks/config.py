@@ -3,7 +3,7 @@ sections of params.yaml one to one, and every default equals the value shipped t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from typing import TYPE_CHECKING, Any
 
 from data_checks.io import DoclifeError
@@ -27,8 +27,10 @@ def need(ok: bool, section: str, message: str) -> None:
 
 def _section(cls: type, value: Any, where: str) -> Any:
     """A nested settings section: the dataclass itself, or built from its mapping in params.yaml."""
-    if value is None or isinstance(value, cls):
-        return value or cls()
+    if value is None:
+        return cls()
+    if is_dataclass(value):  # already built (a module reload may have made a new class of the same name)
+        return value
     need(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
     try:
         return cls(**value)
