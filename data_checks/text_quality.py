@@ -807,7 +807,7 @@ _RULES: dict[str, tuple[str, str, _Spec, _Spec | None]] = {
     "email_spam": ("email_char_frac", "e-mail addresses make up at most {max_value} of the characters",
                    (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),
     "char_spam": ("max_letter_run", "no letter, digit or ideograph repeats more than {max_value} times in a row",
-                          (None, 10, QUARANTINE), (None, 10, QUARANTINE)),
+                  (None, 10, QUARANTINE), (None, 10, QUARANTINE)),
     # Chinese reviews legitimately stretch 。。。。。。 and ！！！！！！ (99% of runs <= 6); 12 in a row is spam.
     # Web pages draw lines with ----- and =====, hence the longer limit there.
     "char_spam_punct": ("max_punct_run", "no punctuation mark or symbol repeats more than {max_value} times in a row",
