@@ -9,30 +9,27 @@ which label is right is unknown, so validation quarantines all of them as confli
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from data_checks.config import need
-from data_checks.core_rules import looks_like_mojibake
+from data_checks.core_rules import garbled
 from data_checks.io import DoclifeError, write_json, write_parquet
 
 UNICODE_FORMS = ("NFKC", "NFC", "none")
 
 BOM = "\ufeff"
-# Zero-width and other invisible format characters (ZWSP, ZWNJ, ZWJ, word joiner, soft hyphen, BOM).
-INVISIBLE = "\u200b\u200c\u200d\u2060\u00ad\ufeff"
-_INVISIBLE_RE = re.compile(f"[{INVISIBLE}]")
-# C0 and C1 control characters except tab, line feed and carriage return, which are layout.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_HSPACE_RE = re.compile(r"[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+")
-_LINE_EDGE_RE = re.compile(r" *\n *")
-_BLANK_LINES_RE = re.compile(r"\n{3,}")
+# Patterns run by pyarrow (RE2): zero-width and invisible format characters (ZWSP, ZWNJ, ZWJ, word joiner,
+# soft hyphen; the BOM has its own fix), and C0/C1 control characters except tab, line feed and return.
+_INVISIBLE = "[\u200b\u200c\u200d\u2060\u00ad]"
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_HSPACE = "[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+"
 
 FIX_COLUMNS = ("bom", "invisible", "control", "unicode", "whitespace")
 """Fix names in the order they are applied; a row's `fixes` lists the ones that changed it."""
@@ -64,51 +61,50 @@ class CleanConfig:
 
 
 def duplicate_key(text: pd.Series) -> pd.Series:
-    """The text two documents must share to be exact duplicates: NFKC, case-folded, whitespace collapsed."""
-    norm = text.map(lambda t: unicodedata.normalize("NFKC", t).casefold() if isinstance(t, str) else t)
-    norm = norm.str.split().str.join(" ")
-    return norm.where(norm.notna() & (norm != ""), None)
+    """The text two documents must share to be exact duplicates: NFKC, lower-cased, whitespace collapsed."""
+    arr = pc.utf8_lower(pc.utf8_normalize(_arrow(text), "NFKC"))
+    arr = pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, r"\s+", " "))
+    key = pd.Series(arr.to_numpy(zero_copy_only=False), index=text.index, dtype=object)
+    return key.where(key.notna() & (key != ""), None)
 
 
-def _normalise_unicode(text: pd.Series, form: str) -> pd.Series:
-    # is_normalized is several times faster than normalize on text that is already normal (most of it).
-    def one(t: str) -> str:
-        return t if unicodedata.is_normalized(form, t) else unicodedata.normalize(form, t)
-
-    return text.map(one)
+def _arrow(text: pd.Series) -> pa.Array:
+    return pa.array(text.astype(object).where(text.notna(), None).to_numpy(), type=pa.large_string())
 
 
-def _whitespace(text: pd.Series) -> pd.Series:
-    out = text.str.replace("\r\n", "\n", regex=False).str.replace("\r", "\n", regex=False)
-    out = out.str.replace(_HSPACE_RE, " ", regex=True).str.replace(_LINE_EDGE_RE, "\n", regex=True)
-    return out.str.replace(_BLANK_LINES_RE, "\n\n", regex=True).str.strip()
+def _whitespace(arr: pa.Array) -> pa.Array:
+    arr = pc.replace_substring_regex(arr, "\r\n?", "\n")
+    arr = pc.replace_substring_regex(arr, _HSPACE, " ")
+    arr = pc.replace_substring_regex(arr, " *\n *", "\n")
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(arr, "\n{3,}", "\n\n"))
 
 
-def clean_texts(text: pd.Series, cfg: CleanConfig) -> tuple[pd.Series, pd.DataFrame]:
-    """(cleaned text, one boolean column per fix saying whether it changed the row); null text stays null."""
-    present = text.notna()
-    current = text[present].astype(str)
-    changed: dict[str, pd.Series] = {}
+def clean_texts(text: pd.Series, cfg: CleanConfig, mojibake: pd.Series | None = None) -> tuple[pd.Series, pd.DataFrame]:
+    """(cleaned text, one boolean column per fix saying whether it changed the row); null text stays null.
 
-    def step(name: str, fixed: pd.Series) -> None:
+    `mojibake` marks garbled rows (computed when None): they are not Unicode-normalised, which would
+    erase the evidence validation needs.
+    """
+    current = _arrow(text)
+    changed: dict[str, np.ndarray] = {}
+
+    def step(name: str, fixed: pa.Array) -> None:
         nonlocal current
-        changed[name] = (fixed != current).reindex(text.index, fill_value=False)
+        changed[name] = pc.fill_null(pc.not_equal(fixed, current), False).to_numpy(zero_copy_only=False)
         current = fixed
 
     if cfg.strip_invisible:
-        step("bom", current.str.replace(BOM, "", regex=False))
-        step("invisible", current.str.replace(_INVISIBLE_RE, "", regex=True))
-        step("control", current.str.replace(_CONTROL_RE, "", regex=True))
+        step("bom", pc.replace_substring(current, BOM, ""))
+        step("invisible", pc.replace_substring_regex(current, _INVISIBLE, ""))
+        step("control", pc.replace_substring_regex(current, _CONTROL, ""))
     if cfg.unicode_form != "none":
-        # Garbled text is left as it is: normalising it would erase the evidence validation needs.
-        garbled = current.map(looks_like_mojibake).astype(bool)
-        step("unicode", current.where(garbled, _normalise_unicode(current[~garbled], cfg.unicode_form)))
+        keep = pa.array((garbled(text) if mojibake is None else mojibake).to_numpy(bool))
+        step("unicode", pc.if_else(keep, current, pc.utf8_normalize(current, cfg.unicode_form)))
     if cfg.normalise_whitespace:
         step("whitespace", _whitespace(current))
-    fixes = pd.DataFrame({name: changed.get(name, pd.Series(False, index=text.index)) for name in FIX_COLUMNS})
-    out = text.astype(object).copy()
-    out[present] = current.astype(object)
-    return out, fixes
+    none = np.zeros(len(text), bool)
+    fixes = pd.DataFrame({name: changed.get(name, none) for name in FIX_COLUMNS}, index=text.index)
+    return pd.Series(current.to_numpy(zero_copy_only=False), index=text.index, dtype=object), fixes
 
 
 def mark_duplicates(frame: pd.DataFrame) -> pd.Series:
@@ -121,8 +117,11 @@ def mark_duplicates(frame: pd.DataFrame) -> pd.Series:
     key = duplicate_key(frame["text"])
     label = frame["label"].astype(object).where(frame["label"].notna(), "\x00<no label>")
     candidates = key.notna()
-    groups = pd.DataFrame({"key": key[candidates], "label": label[candidates],
-                           "split": frame.loc[candidates, "split"].astype(object).fillna("")})
+    # 64-bit hashes group far faster than the strings; a collision would need ~2^32 distinct texts.
+    groups = pd.DataFrame({"key": pd.util.hash_array(key[candidates].to_numpy(object)),
+                           "label": pd.util.hash_array(label[candidates].to_numpy(object)),
+                           "split": frame.loc[candidates, "split"].astype(object).fillna("").to_numpy()},
+                          index=key.index[candidates])
     labels_per_key = groups.groupby("key")["label"].transform("nunique")
     same_label = groups[labels_per_key == 1]
     position = same_label.groupby(["key", "split"]).cumcount()
@@ -139,9 +138,11 @@ def clean_frame(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, pd
 
     Report columns: doc_id, source_row, fix, detail. The input frame is not modified.
     """
-    text, fixes = clean_texts(frame["text"], cfg)
+    mojibake = garbled(frame["text"])
+    text, fixes = clean_texts(frame["text"], cfg, mojibake)
     out = frame.copy()
     out["text"] = text
+    out["mojibake"] = mojibake  # measured on the raw text; validation's mojibake rule reads it
     names = np.array(FIX_COLUMNS, dtype=object)
     flags = fixes.to_numpy()
     out["fixes"] = ["; ".join(names[row]) for row in flags] if len(out) else pd.Series(dtype=object)

@@ -112,9 +112,9 @@ class ValidateConfig:
     """Table-level: the run fails when a larger share of the input rows is quarantined."""
     min_rows_per_split: int = 10
     """Table-level: every split must keep at least this many validated rows."""
-    min_label_share: float = 0.05
+    min_label_share: float = 0.005
     """Table-level class balance: every declared label holds at least this share of the validated rows."""
-    max_label_share: float = 0.6
+    max_label_share: float = 0.9
     """Table-level class balance: no label holds more than this share of the validated rows."""
     chunk_rows: int = 100_000
     """Rows measured at a time: memory for the per-row text work is bounded by it, not by the corpus."""

@@ -7,10 +7,11 @@ was nothing but invisible characters is told apart from text that was blank to b
 from __future__ import annotations
 
 import re
-import unicodedata
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from data_checks.config import ValidateConfig
 from data_checks.rulebook import QUARANTINE, WARN, RowRule
@@ -71,6 +72,33 @@ def looks_like_mojibake(text: str) -> bool:
     return False
 
 
+def _gbk_lead_chars() -> str:
+    """Characters whose GBK bytes are a UTF-8 lead byte of a CJK character (E4-E9) and a continuation byte:
+    every piece of Chinese UTF-8 misread as GBK starts with one of them (they are rare in real text)."""
+    chars = []
+    for lead in range(0xE4, 0xEA):
+        for trail in range(0x80, 0xC0):
+            try:
+                chars.append(bytes([lead, trail]).decode("gbk"))
+            except UnicodeDecodeError:
+                continue
+    return "".join(chars)
+
+
+# Texts matching neither pattern cannot be mojibake, so the exact (per-text) test runs on few rows.
+_MOJIBAKE_HINT = f"[\u00c2-\u00ef][\u0080-\u00bf{_CP1252_HIGH}]|[{_gbk_lead_chars()}]"
+
+
+def garbled(text: pd.Series) -> pd.Series:
+    """Whether each text looks like mojibake (null text: False), screened in one vectorised pass first."""
+    arrow = pa.array(text.astype(object).where(text.notna(), None).to_numpy(), type=pa.large_string())
+    hint = pc.fill_null(pc.match_substring_regex(arrow, _MOJIBAKE_HINT), False).to_numpy(zero_copy_only=False)
+    out = pd.Series(False, index=text.index)
+    candidates = text[hint]
+    out[candidates.index] = candidates.map(looks_like_mojibake).astype(bool)
+    return out
+
+
 def _flag(mask: pd.Series, applies: pd.Series) -> pd.Series:
     """1.0 where `mask`, 0.0 where not, NaN where the rule does not apply."""
     return mask.astype("float32").where(applies)
@@ -90,11 +118,14 @@ def measure_core(frame: pd.DataFrame, labels: list[str] | None) -> pd.DataFrame:
     nonblank = present & ~blank
     body = text[nonblank]
 
-    mojibake = pd.Series(False, index=frame.index)
-    candidates = body[body.str.contains(_NON_ASCII, regex=True)]
-    mojibake[candidates.index] = candidates.map(looks_like_mojibake).astype(bool)
+    if "mojibake" in frame:  # the clean step measured it on the raw text
+        mojibake = frame["mojibake"].fillna(False).astype(bool)
+    else:
+        mojibake = garbled(text)
+    arrow = pa.array(body.to_numpy(object), type=pa.large_string())
+    normal = pc.equal(pc.utf8_normalize(arrow, "NFKC"), arrow).to_numpy(zero_copy_only=False)
     not_nfkc = pd.Series(False, index=frame.index)
-    not_nfkc[candidates.index] = ~candidates.map(lambda t: unicodedata.is_normalized("NFKC", t)).astype(bool)
+    not_nfkc[body.index] = ~normal
 
     label = frame["label"].astype(object).where(frame["label"].notna(), None)
     label_blank = label.isna() | (label.astype(str).str.strip() == "")

@@ -43,7 +43,7 @@ def _rule(name: str, severity: str, description: str, kind: type[Expectation], *
 
 def row_expectation(rule: RowRule) -> Expectation:
     """The GX expectation that checks a row rule: its measure column lies within the rule's bounds."""
-    kwargs = {k: v for k, v in (("min_value", rule.min_value), ("max_value", rule.max_value)) if v is not None}
+    kwargs = {k: v for k, v in zip(("min_value", "max_value"), rule.bounds, strict=True) if v is not None}
     return gx.expectations.ExpectColumnValuesToBeBetween(
         column=rule.column, **kwargs, meta={"rule": rule.name, "severity": rule.severity, "family": rule.family},
         description=f"{rule.name}: {rule.text}",

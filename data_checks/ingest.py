@@ -120,6 +120,9 @@ def _is_missing(value: object) -> bool:
 
 def _as_strings(series: pd.Series) -> pd.Series:
     """Values as strings with missing values kept missing; integral floats lose their ".0"."""
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        # Already text (the usual case): no per-value conversion.
+        return series.astype(object).where(series.notna(), None)
     if pd.api.types.is_bool_dtype(series):
         out = series.map(lambda v: None if pd.isna(v) else str(bool(v)).lower())
     elif pd.api.types.is_float_dtype(series):

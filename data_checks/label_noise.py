@@ -124,31 +124,55 @@ def char_ngram_features(texts: pd.Series, min_n: int, max_n: int, n_features: in
     return matrix
 
 
-def tfidf(counts: sp.csr_matrix) -> sp.csr_matrix:
-    """Sublinear tf (1 + log count) times smoothed idf, rows scaled to unit length; idf needs no labels, so
-    it is computed once over all checked rows."""
+def _idf(counts: sp.csr_matrix) -> np.ndarray:
+    """Smoothed inverse document frequency of each hashed n-gram; it needs no labels."""
+    doc_freq = np.bincount(counts.indices, minlength=counts.shape[1])
+    return (np.log((1.0 + counts.shape[0]) / (1.0 + doc_freq)) + 1.0).astype(np.float32)
+
+
+def tfidf(counts: sp.csr_matrix, idf: np.ndarray | None = None) -> sp.csr_matrix:
+    """Sublinear tf (1 + log count) times smoothed idf (from `counts` itself when not given), rows scaled
+    to unit length."""
+    idf = _idf(counts) if idf is None else idf
     weighted = counts.astype(np.float32, copy=True)
     weighted.data = 1.0 + np.log(weighted.data)
-    doc_freq = np.bincount(weighted.indices, minlength=weighted.shape[1])
-    idf = (np.log((1.0 + weighted.shape[0]) / (1.0 + doc_freq)) + 1.0).astype(np.float32)
     weighted.data *= idf[weighted.indices]
     return normalize(weighted, copy=False)
 
 
-def out_of_fold_probabilities(features: sp.csr_matrix, codes: np.ndarray, n_labels: int, cfg: LabelNoiseConfig) -> np.ndarray:
-    """(rows, n_labels) probabilities, each row's from a model fit on the folds it is not in."""
+# Rows featurised at a time when predicting: the sparse n-gram matrix of the whole corpus is never held.
+PREDICT_CHUNK = 100_000
+
+
+def out_of_fold_probabilities(texts: pd.Series, codes: np.ndarray, n_labels: int, cfg: LabelNoiseConfig) -> np.ndarray:
+    """(rows, n_labels) probabilities, each row's from a model fit on the folds it is not in.
+
+    Features are built per fit sample and per prediction chunk, so memory follows max_rows and the chunk
+    size rather than the corpus; the idf weights come from the union of the fit samples.
+    """
     probs = np.zeros((len(codes), n_labels), np.float32)
     rng = np.random.default_rng(cfg.seed)
     folds = StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed)
+    splits = []
     for train, held_out in folds.split(np.zeros(len(codes)), codes):
         if cfg.max_rows is not None and len(train) > cfg.max_rows:
             train = _stratified_sample(train, codes[train], cfg.max_rows, cfg.min_rows_per_label, rng)
+        splits.append((train, held_out))
+    fitted = np.unique(np.concatenate([train for train, _ in splits]))
+    idf = _idf(char_ngram_features(texts.iloc[fitted], cfg.min_ngram, cfg.max_ngram, cfg.n_features))
+
+    def features(rows: np.ndarray) -> sp.csr_matrix:
+        return tfidf(char_ngram_features(texts.iloc[rows], cfg.min_ngram, cfg.max_ngram, cfg.n_features), idf)
+
+    for train, held_out in splits:
         model = SGDClassifier(loss="log_loss", alpha=cfg.alpha, max_iter=cfg.epochs, tol=None, random_state=cfg.seed)
         with warnings.catch_warnings():
             # A fixed number of epochs is the point (speed); SGD's convergence warning says nothing here.
             warnings.simplefilter("ignore")
-            model.fit(features[train], codes[train])
-        probs[np.ix_(held_out, model.classes_)] = model.predict_proba(features[held_out])
+            model.fit(features(train), codes[train])
+        for start in range(0, len(held_out), PREDICT_CHUNK):
+            rows = held_out[start : start + PREDICT_CHUNK]
+            probs[np.ix_(rows, model.classes_)] = model.predict_proba(features(rows))
     return probs
 
 
@@ -185,8 +209,7 @@ def find_label_issues(frame: pd.DataFrame, cfg: LabelNoiseConfig) -> pd.DataFram
         return out
 
     names, codes = np.unique(labels[checked].to_numpy(str), return_inverse=True)
-    features = tfidf(char_ngram_features(frame["text"][checked], cfg.min_ngram, cfg.max_ngram, cfg.n_features))
-    probs = out_of_fold_probabilities(features, codes, len(names), cfg)
+    probs = out_of_fold_probabilities(frame["text"][checked], codes, len(names), cfg)
     issues = _cleanlab_issues(codes, probs, cfg.filter_by)
 
     others = probs.copy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from data_checks.io import DoclifeError
@@ -54,14 +55,20 @@ class RowRule:
         """The description with its bounds filled in."""
         return self.description.format(min_value=_fmt(self.min_value), max_value=_fmt(self.max_value))
 
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """(min, max) as float32 values: measures are float32, so a ratio of exactly 0.8 meets "at most 0.8"."""
+        return tuple(None if v is None else float(np.float32(v)) for v in (self.min_value, self.max_value))
+
     def violations(self, measures: pd.DataFrame) -> pd.Series:
         """Boolean mask of rows whose (non-null) value lies outside the bounds; the same test GX applies."""
-        values = pd.to_numeric(measures[self.column], errors="coerce")
+        values = pd.to_numeric(measures[self.column], errors="coerce").astype("float64")
+        low, high = self.bounds
         bad = pd.Series(False, index=measures.index)
-        if self.min_value is not None:
-            bad |= values < self.min_value
-        if self.max_value is not None:
-            bad |= values > self.max_value
+        if low is not None:
+            bad |= values < low
+        if high is not None:
+            bad |= values > high
         return bad.fillna(False).astype(bool)
 
     def configured(self, overrides: dict[str, Any] | None) -> RowRule:
