@@ -74,7 +74,7 @@ class DuplicatesConfig:
     """Seed of the hash functions; the same seed always gives the same result."""
     chunk_rows: int = 32_768
     """Texts shingled and sketched at a time; the memory of the text work grows with it (~150 MB here)."""
-    bucket_compare: int = 16
+    bucket_compare: int = 4
     """Each text in an LSH bucket is compared with at most this many of the bucket's earliest texts."""
 
     def __post_init__(self) -> None:
@@ -265,6 +265,9 @@ def _near_pairs(bands: np.ndarray, sig8: np.ndarray, rep: np.ndarray,
     """
     n = rep.size
     found = []
+    # Each band's candidates are verified at once and only true pairs kept: on text made of few, common
+    # shingles the buckets grow large, and holding every band's candidates would take gigabytes.
+    step = 1 << 16  # bounded (pairs, num_perm) temporaries
     for band in range(bands.shape[1]):
         keys = bands[rep, band]
         order = np.argsort(keys, kind="stable")  # stable: a bucket's members stay in text order
@@ -279,18 +282,18 @@ def _near_pairs(bands: np.ndarray, sig8: np.ndarray, rep: np.ndarray,
         for k in range(min(cfg.bucket_compare, int(sizes.max()) - 1)):
             # Member of rank > k against the bucket's member of rank k.
             later = shared & (rank > k)
-            found.append(order[start_of[later] + k] * n + order[later])
+            a, b = order[start_of[later] + k], order[later]
+            for lo in range(0, a.size, step):
+                pa_, pb = a[lo:lo + step], b[lo:lo + step]
+                sim = _estimate(sig8[rep[pa_]], sig8[rep[pb]])
+                keep = sim >= cfg.threshold - 1e-9
+                found.append(np.stack([pa_[keep] * n + pb[keep], sim[keep].view(np.int64)]))
     if not found:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty(0)
-    flat = np.unique(np.concatenate(found))
-    a, b = flat // n, flat % n
-    sim = np.empty(a.size)
-    step = 1 << 16  # bounded (pairs, num_perm) temporaries
-    for lo in range(0, a.size, step):
-        sim[lo:lo + step] = _estimate(sig8[rep[a[lo:lo + step]]], sig8[rep[b[lo:lo + step]]])
-    keep = sim >= cfg.threshold - 1e-9
-    return a[keep], b[keep], sim[keep]
+    pairs = np.concatenate(found, axis=1)
+    flat, first = np.unique(pairs[0], return_index=True)
+    return flat // n, flat % n, pairs[1][first].view(np.float64)
 
 
 # ----------------------------------------------------------------------------------------------------------
