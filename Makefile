@@ -15,7 +15,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 4200
 SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
 
-.PHONY: install demo test test-fast ui schedule bench-ops bench-train clean
+.PHONY: install demo test test-fast ui schedule bench-ops bench-train bench-data clean
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -56,6 +56,11 @@ bench-train: install  ## pretraining throughput vs the HF Trainer, and quality o
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality
+
+bench-data: install  ## cleaning + validation on every shared corpus, 1M documents, datatrove side by side, defect injection
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.data
+	$(BIN)/python -m bench.datatrove_compare
 
 clean:  ## remove every stage output, the registry and Prefect's database (keeps .venv)
 	rm -rf data models reports registry .dvc-storage .prefect dvc.lock .dvc/cache .dvc/tmp

@@ -43,7 +43,7 @@ class LabelNoiseConfig:
 
     splits: list[str] = field(default_factory=lambda: ["train"])
     """Splits whose rows are checked; rows of other splits get NA. Folds never mix splits in."""
-    folds: int = 5
+    folds: int = 3
     """Cross-fitting folds: each row's probabilities come from a model fit on the other folds."""
     min_ngram: int = 1
     """Shortest character n-gram used as a feature (characters, so any script works without a tokenizer)."""
@@ -61,7 +61,7 @@ class LabelNoiseConfig:
     min_rows_per_label: int = 10
     """Labels with fewer checked rows cannot be learnt: their rows get NA and no row is suggested them.
     When fewer than two labels are left, the whole check is NA."""
-    max_rows: int | None = 200_000
+    max_rows: int | None = 100_000
     """Cap on the rows each fold's model is fit on: above it, the model is fit on a seeded sample of
     max_rows of the fold's training rows (stratified by label, each label keeping at least
     min(its rows, min_rows_per_label)); every checked row still gets an out-of-fold prediction and is
@@ -148,7 +148,7 @@ def out_of_fold_probabilities(texts: pd.Series, codes: np.ndarray, n_labels: int
     """(rows, n_labels) probabilities, each row's from a model fit on the folds it is not in.
 
     Features are built per fit sample and per prediction chunk, so memory follows max_rows and the chunk
-    size rather than the corpus; the idf weights come from the union of the fit samples.
+    size rather than the corpus; the idf weights come from the first fold's fit sample.
     """
     probs = np.zeros((len(codes), n_labels), np.float32)
     rng = np.random.default_rng(cfg.seed)
@@ -158,8 +158,7 @@ def out_of_fold_probabilities(texts: pd.Series, codes: np.ndarray, n_labels: int
         if cfg.max_rows is not None and len(train) > cfg.max_rows:
             train = _stratified_sample(train, codes[train], cfg.max_rows, cfg.min_rows_per_label, rng)
         splits.append((train, held_out))
-    fitted = np.unique(np.concatenate([train for train, _ in splits]))
-    idf = _idf(char_ngram_features(texts.iloc[fitted], cfg.min_ngram, cfg.max_ngram, cfg.n_features))
+    idf = _idf(char_ngram_features(texts.iloc[splits[0][0]], cfg.min_ngram, cfg.max_ngram, cfg.n_features))
 
     def features(rows: np.ndarray) -> sp.csr_matrix:
         return tfidf(char_ngram_features(texts.iloc[rows], cfg.min_ngram, cfg.max_ngram, cfg.n_features), idf)
