@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_checks.config import ValidateConfig
-from data_checks.rulebook import QUARANTINE, WARN, RowRule
+from data_checks.rulebook import FAIL, QUARANTINE, WARN, RowRule
 
 # Characters cp1252 maps to code points above U+00FF; with U+0080-U+00FF they are everything a UTF-8
 # continuation byte can turn into when a file is read as cp1252 or latin-1.
@@ -112,16 +112,17 @@ def measure_core(frame: pd.DataFrame, labels: list[str] | None) -> pd.DataFrame:
     text = frame["text"].astype(object).where(frame["text"].notna(), None)
     present = text.notna()
     stripped = text.str.strip()
-    blank = present & (stripped.str.len() == 0)
+    is_text = stripped.notna()  # a non-string value is the table rule text_type's business
+    blank = is_text & (stripped.str.len() == 0)
     fixes = frame["fixes"].fillna("") if "fixes" in frame else pd.Series("", index=frame.index)
     removed = fixes.str.contains("|".join(_REMOVED_BY_CLEANING), regex=True)
-    nonblank = present & ~blank
+    nonblank = is_text & ~blank
     body = text[nonblank]
 
     if "mojibake" in frame:  # the clean step measured it on the raw text
         mojibake = frame["mojibake"].fillna(False).astype(bool)
     else:
-        mojibake = garbled(text)
+        mojibake = garbled(text.where(is_text, None))
     arrow = pa.array(body.to_numpy(object), type=pa.large_string())
     normal = pc.equal(pc.utf8_normalize(arrow, "NFKC"), arrow).to_numpy(zero_copy_only=False)
     not_nfkc = pd.Series(False, index=frame.index)
@@ -132,6 +133,7 @@ def measure_core(frame: pd.DataFrame, labels: list[str] | None) -> pd.DataFrame:
     labelled = labels is not None
     out = pd.DataFrame(index=frame.index)
     out["text_null"] = (~present).astype("float32")
+    out["text_not_string"] = (present & ~is_text).astype("float32")
     out["text_blank"] = _flag(blank & ~removed, present)
     out["text_invisible_only"] = _flag(blank & removed, present)
     out["text_chars"] = stripped.str.len().where(nonblank).astype("float32")
@@ -152,6 +154,8 @@ def core_rules(cfg: ValidateConfig) -> list[RowRule]:
     q, w = QUARANTINE, WARN
     return [
         RowRule("text_missing", "text_null", "text is present", max_value=0, severity=q, family="missing"),
+        RowRule("text_type", "text_not_string", "every present text is a string (a wrong column fails the run)",
+                max_value=0, severity=FAIL, family="inconsistency"),
         RowRule("text_blank", "text_blank", "text is not empty or whitespace only", max_value=0, severity=q, family="missing"),
         RowRule("text_invisible_only", "text_invisible_only",
                 "text is more than invisible characters (BOM, zero-width, control)", max_value=0, severity=q, family="missing"),

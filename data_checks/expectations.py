@@ -68,14 +68,6 @@ def table_rules(cfg: ValidateConfig, rows_in: int, labelled: bool) -> list[Rule]
             E.ExpectTableRowCountToBeBetween,
             min_value=min_rows,
         ),
-        _rule(
-            "text_type",
-            FAIL,
-            "every present text is a string",
-            E.ExpectColumnValuesToBeInTypeList,
-            column="text",
-            type_list=["str"],
-        ),
     ]
     if labelled:
         rules.append(_rule(

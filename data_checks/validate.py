@@ -186,7 +186,6 @@ def _table_outcomes(
     shares = {name: round(float((validated["label"] == name).mean()) if len(validated) else 0.0, 6) for name in labels or []}
     unbalanced = {k: v for k, v in shares.items() if not cfg.min_label_share <= v <= cfg.max_label_share}
     rejected = (rows_in - len(validated)) / rows_in if rows_in else 0.0
-    non_str = validated["text"].dropna().loc[lambda t: ~t.map(lambda v: isinstance(v, str)).astype(bool)]
     outcomes = {
         "rejected_fraction": (
             {"validated_rows": int(len(validated)), "rejected_fraction": round(rejected, 6)},
@@ -194,8 +193,6 @@ def _table_outcomes(
             f"only {len(validated)} of {rows_in} rows passed the row rules (rejected {rejected:.1%}, "
             f"max_rejected_fraction {cfg.max_rejected_fraction:g}, expected at least {min_rows} rows)",
         ),
-        "text_type": ({"non_string_texts": int(len(non_str))}, {"type": "str"},
-                      f"{len(non_str)} text value(s) are not strings"),
         "label_set": (found, sorted(labels or []),
                       f"declared label(s) {', '.join(missing) or '-'} have no validated rows "
                       f"(observed labels: {', '.join(found) or 'none'}; expected: {', '.join(sorted(labels or []))})"),

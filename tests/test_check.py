@@ -10,10 +10,12 @@ import pandas as pd
 from data_checks.io import read_json
 from flows.cli import main
 
-# Distinct, unrelated reviews: numbered copies of one sentence would be near duplicates of each other.
-_WORDS = "tasty fresh spicy slow quick warm cold sweet salty crisp soft dry rich light bitter sour".split()
+# Distinct, unrelated reviews whose words say their label (numbered copies of one sentence would be near
+# duplicates, and randomly labelled text would be label noise).
+_WORDS = {"food": "tasty fresh spicy sweet salty crisp bitter sour noodles soup bread rice".split(),
+          "travel": "hotel beach flight train museum island harbour guide ticket trail lake city".split()}
 _RNG = random.Random(0)
-CLEAN = [" ".join(_RNG.choices(_WORDS, k=9)) + f" dish {i}" for i in range(300)]
+CLEAN = [" ".join(_RNG.choices(_WORDS[("food", "travel")[i % 2]], k=9)) + f" {i}" for i in range(300)]
 
 
 def write_corpus(path, extra: list[dict]) -> None:

@@ -203,8 +203,8 @@ def test_accounting_and_summary(sample_run: dict) -> None:
     assert list(validated.columns) == list(CANONICAL_COLUMNS)
     assert list(quarantine.columns) == [*CANONICAL_COLUMNS, "duplicate_of", "reasons"]
     assert summary["success"] is True
-    assert {v["severity"] for v in summary["row_rules"].values()} == {"quarantine", "warn"}
-    assert set(summary["table_rules"]) == {"rejected_fraction", "text_type", "label_set", "split_min_rows", "label_balance"}
+    assert {v["severity"] for v in summary["row_rules"].values()} == {"fail", "quarantine", "warn"}
+    assert set(summary["table_rules"]) == {"rejected_fraction", "label_set", "split_min_rows", "label_balance"}
     assert all(v["severity"] == "fail" and v["success"] for v in summary["table_rules"].values())
     assert summary["row_rules"]["mojibake"]["failed_rows"] == 4
 
@@ -271,3 +271,10 @@ def test_drift_is_measured_against_the_previous_snapshot(sample_run: dict, tmp_p
     # No previous snapshot (a missing profile): nothing to compare, nothing fails.
     first = validate(ValidateConfig(), shifted, **_outputs(tmp_path / "first"), reference_path=tmp_path / "none.json")
     assert first["drift"]["over_budget"] is False
+
+
+def test_text_type_fails_on_non_string_text() -> None:
+    frame = _canonical(_clean_rows(40))
+    frame.loc[3, "text"] = 12345  # e.g. a numeric column picked as the text column
+    report = validate_frame(CFG, frame)
+    assert report.row_rules["text_type"]["failed_rows"] == 1 and report.failures[0].startswith("text_type: 1 row(s)")
