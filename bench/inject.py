@@ -20,6 +20,7 @@ N_PER_KIND = 50
 SEED = 3
 _LATIN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _FULLWIDTH = {c: chr(ord(c) + 0xFEE0) for c in _LATIN}
+_CYRILLIC = "очень хороший товар быстрая доставка рекомендую всем отличный магазин спасибо качество цена".split()
 
 
 def _mojibake_latin(text: str) -> str:
@@ -56,13 +57,19 @@ TEXT_KINDS: dict[str, tuple[str, TextEdit]] = {
     "mojibake_latin": ("mojibake", lambda t, r: _mojibake_latin(t)),
     "mojibake_gbk": ("mojibake", lambda t, r: _mojibake_gbk(t)),
     "too_long": ("text_too_long", lambda t, r: (t + " ") * (2100 // max(len(t), 1) + 1)),
+    "url_spam": ("url_spam", lambda t, r: t[:12] + " http://cheap-deals.example.com/buy?id=123 www.example.net/x"),
+    "wrong_script": ("script_mismatch", lambda t, r: " ".join(r.choices(_CYRILLIC, k=8))),
+    "repetition": ("char_repetition", lambda t, r: (t[:16] + "，") * 6),
 }
 # kind -> expected rule; these copy a clean row (appended as a new row) or change its label.
 ROW_KINDS = {
     "label_null": "label_missing",
     "label_unknown": "label_unknown",
+    "label_flip": "label_noise",
     "duplicate_exact": "duplicate_exact",
     "duplicate_conflicting_label": "duplicate_conflicting_label",
+    # An edited copy lands in its own hash split: a near duplicate in the same split, leakage in another.
+    "near_duplicate": "near_duplicate|split_leakage",
 }
 
 
@@ -92,6 +99,12 @@ def inject(clean: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.Dat
             elif kind == "label_unknown":
                 frame.at[row, "label"] = "not-a-label"
                 planted.append((row, kind, ROW_KINDS[kind], -1))
+            elif kind == "label_flip":
+                frame.at[row, "label"] = rng.choice([x for x in labels if x != label])
+                planted.append((row, kind, ROW_KINDS[kind], -1))
+            elif kind == "near_duplicate":
+                appended.append({"text": text + " " + text[: max(4, len(text) // 8)], "label": label, "_kind": kind,
+                                 "_origin": row})
             else:
                 other = label if kind == "duplicate_exact" else rng.choice([x for x in labels if x != label])
                 appended.append({"text": text, "label": other, "_kind": kind, "_origin": row})
@@ -106,7 +119,8 @@ def score(report: pd.DataFrame, planted: pd.DataFrame, rows: int) -> dict:
     found = set(zip(report["source_row"].dropna().astype(int), report["rule"]))
     recall = {}
     for kind, group in planted.groupby("kind", sort=False):
-        hits = sum((int(r), rule) in found for r, rule in zip(group["source_row"], group["rule"]))
+        hits = sum(any((int(r), one) in found for one in rules.split("|"))
+                   for r, rules in zip(group["source_row"], group["rule"]))
         recall[kind] = round(hits / len(group), 4)
     touched = set(planted["source_row"]) | set(planted.loc[planted["origin"] >= 0, "origin"])
     untouched = report[report["source_row"].notna() & ~report["source_row"].isin(touched)]

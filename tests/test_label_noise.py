@@ -69,7 +69,7 @@ def flagged(report: pd.DataFrame) -> pd.Index:
 
 def test_planted_mislabels_are_flagged_with_the_true_label():
     frame = with_flips(crafted_corpus())
-    report = find_label_issues(frame, LabelNoiseConfig())
+    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0))
     planted = frame.index[[row for row, _, _ in FLIPS]]
     assert set(planted) <= set(flagged(report))
     assert len(set(flagged(report)) - set(planted)) <= 1
@@ -86,7 +86,7 @@ def test_planted_mislabels_are_flagged_with_the_true_label():
 
 
 def test_clean_corpus_has_no_issues():
-    report = find_label_issues(crafted_corpus(), LabelNoiseConfig())
+    report = find_label_issues(crafted_corpus(), LabelNoiseConfig(min_rows=0))
     assert report["label_issue"].notna().all()
     assert len(flagged(report)) == 0
     assert report["label_confidence"].mean() > 0.6
@@ -94,18 +94,18 @@ def test_clean_corpus_has_no_issues():
 
 def test_same_seed_same_report():
     frame = with_flips(crafted_corpus())
-    first = find_label_issues(frame, LabelNoiseConfig(seed=3))
-    second = find_label_issues(frame, LabelNoiseConfig(seed=3))
+    first = find_label_issues(frame, LabelNoiseConfig(min_rows=0, seed=3))
+    second = find_label_issues(frame, LabelNoiseConfig(min_rows=0, seed=3))
     pd.testing.assert_frame_equal(first, second)
 
 
 def test_unlabelled_corpus_is_all_na():
     frame = crafted_corpus().assign(label=None)
-    report = find_label_issues(frame, LabelNoiseConfig())
+    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0))
     assert report["label_issue"].isna().all()
     assert report["suggested_label"].isna().all()
     assert report["label_confidence"].isna().all()
-    assert find_label_issues(crafted_corpus().drop(columns="label"), LabelNoiseConfig())["label_issue"].isna().all()
+    assert find_label_issues(crafted_corpus().drop(columns="label"), LabelNoiseConfig(min_rows=0))["label_issue"].isna().all()
 
 
 def test_other_splits_and_null_rows_are_not_checked():
@@ -115,14 +115,14 @@ def test_other_splits_and_null_rows_are_not_checked():
     frame.loc[held_out, "split"] = "validation"
     frame.loc[frame.index[2], "text"] = None
     frame.loc[frame.index[4], "label"] = None
-    report = find_label_issues(frame, LabelNoiseConfig())
+    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0))
     unchecked = held_out.append(frame.index[[2, 4]])
     assert report.loc[unchecked, "label_issue"].isna().all()
     assert report.loc[unchecked, "label_confidence"].isna().all()
     assert report.drop(index=unchecked)["label_issue"].notna().all()
     assert set(frame.index[planted]) <= set(flagged(report))
     # Checking validation too gives those rows a verdict.
-    both = find_label_issues(frame, LabelNoiseConfig(splits=["train", "validation"]))
+    both = find_label_issues(frame, LabelNoiseConfig(min_rows=0, splits=["train", "validation"]))
     assert both.loc[held_out, "label_issue"].notna().all()
 
 
@@ -130,22 +130,22 @@ def test_rare_label_is_left_out_and_tiny_corpus_is_na():
     frame = crafted_corpus()
     rare = pd.DataFrame({"doc_id": ["r1", "r2", "r3"], "text": ["opera aria", "歌剧 咏叹调", "opera tenor"],
                          "label": "music", "split": "train"}, index=[9001, 9002, 9003])
-    report = find_label_issues(pd.concat([frame, rare]), LabelNoiseConfig())
+    report = find_label_issues(pd.concat([frame, rare]), LabelNoiseConfig(min_rows=0))
     assert report.loc[rare.index, "label_issue"].isna().all()
     assert report.loc[frame.index, "label_issue"].notna().all()
     assert not (report["suggested_label"] == "music").any()
     # Fewer than two learnable labels: nothing is checked, nothing crashes.
     tiny = frame.groupby("label").head(3)
-    assert find_label_issues(tiny, LabelNoiseConfig())["label_issue"].isna().all()
+    assert find_label_issues(tiny, LabelNoiseConfig(min_rows=0))["label_issue"].isna().all()
     one_label = frame[frame["label"] == "food"]
-    assert find_label_issues(one_label, LabelNoiseConfig())["label_issue"].isna().all()
-    assert find_label_issues(frame.iloc[:0], LabelNoiseConfig()).empty
+    assert find_label_issues(one_label, LabelNoiseConfig(min_rows=0))["label_issue"].isna().all()
+    assert find_label_issues(frame.iloc[:0], LabelNoiseConfig(min_rows=0)).empty
 
 
 def test_max_rows_still_judges_every_row():
     frame = with_flips(crafted_corpus())
     # Each fold's 144 training rows are cut to a sample of 90; all 180 rows are still judged.
-    report = find_label_issues(frame, LabelNoiseConfig(max_rows=90))
+    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0, max_rows=90))
     assert report["label_issue"].notna().all()
     assert set(frame.index[[row for row, _, _ in FLIPS]]) <= set(flagged(report))
 
@@ -160,7 +160,7 @@ def test_fit_sample_is_stratified_and_keeps_rare_labels():
 
 def test_confident_learning_filter_also_finds_the_flips():
     frame = with_flips(crafted_corpus())
-    report = find_label_issues(frame, LabelNoiseConfig(filter_by="confident_learning"))
+    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0, filter_by="confident_learning"))
     assert set(frame.index[[row for row, _, _ in FLIPS]]) <= set(flagged(report))
 
 
@@ -184,10 +184,15 @@ def test_bad_settings_are_one_line_errors(kwargs):
 
 
 def test_rule_flags_issues_and_skips_unchecked_rows():
-    (rule,) = label_noise_rules(LabelNoiseConfig())
+    (rule,) = label_noise_rules(LabelNoiseConfig(min_rows=0))
     assert (rule.name, rule.column, rule.family, rule.severity, rule.max_value) == (
         "label_noise", "label_issue", "label_noise", WARN, 0)
     assert "suggested_label" in rule.text
     measures = pd.DataFrame({"label_issue": pd.array([0, 1, None], dtype="Int8")})
     assert rule.violations(measures).tolist() == [False, True, False]
     assert rule.configured({"severity": QUARANTINE}).severity == QUARANTINE
+
+
+def test_too_few_rows_are_not_judged() -> None:
+    report = find_label_issues(crafted_corpus(), LabelNoiseConfig(min_rows=10_000))
+    assert report["label_issue"].isna().all() and report["suggested_label"].isna().all()
