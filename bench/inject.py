@@ -31,15 +31,10 @@ def _mojibake_gbk(text: str) -> str:
     return ("我很喜欢这个产品" + text).encode("utf-8").decode("gbk", errors="replace")
 
 
-def _near(text: str, rng: random.Random) -> str:
-    # One small edit: a word (or for unspaced text, two characters) replaced.
-    words = text.split()
-    if len(words) >= 12:
-        i = rng.randrange(len(words))
-        words[i] = "changed"
-        return " ".join(words)
-    i = rng.randrange(max(1, len(text) - 2))
-    return text[:i] + "改动" + text[i + 2 :]
+def _near(text: str) -> str:
+    # A repost: punctuation added and, on longer texts, its first words repeated at the end. Both keep the
+    # shingle sets' Jaccard above 0.8, clear of the 0.7 threshold (its estimate has sd ~0.04).
+    return text + "!!" if len(text) < 60 else text + " " + text[:4]
 
 
 # kind -> (expected rule in the report, how the row is made from a clean row (text, label) and the rng)
@@ -103,8 +98,7 @@ def inject(clean: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.Dat
                 frame.at[row, "label"] = rng.choice([x for x in labels if x != label])
                 planted.append((row, kind, ROW_KINDS[kind], -1))
             elif kind == "near_duplicate":
-                appended.append({"text": text + " " + text[: max(4, len(text) // 8)], "label": label, "_kind": kind,
-                                 "_origin": row})
+                appended.append({"text": _near(text), "label": label, "_kind": kind, "_origin": row})
             else:
                 other = label if kind == "duplicate_exact" else rng.choice([x for x in labels if x != label])
                 appended.append({"text": text, "label": other, "_kind": kind, "_origin": row})
@@ -119,8 +113,10 @@ def score(report: pd.DataFrame, planted: pd.DataFrame, rows: int) -> dict:
     found = set(zip(report["source_row"].dropna().astype(int), report["rule"]))
     recall = {}
     for kind, group in planted.groupby("kind", sort=False):
-        hits = sum(any((int(r), one) in found for one in rules.split("|"))
-                   for r, rules in zip(group["source_row"], group["rule"]))
+        # A leak is set aside on its training side, which may be the copied row rather than the planted one.
+        hits = sum(any((int(r), one) in found or (one == "split_leakage" and (int(o), one) in found)
+                       for one in rules.split("|"))
+                   for r, rules, o in zip(group["source_row"], group["rule"], group["origin"]))
         recall[kind] = round(hits / len(group), 4)
     touched = set(planted["source_row"]) | set(planted.loc[planted["origin"] >= 0, "origin"])
     untouched = report[report["source_row"].notna() & ~report["source_row"].isin(touched)]
