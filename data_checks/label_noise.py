@@ -41,8 +41,9 @@ _ROLL = np.uint64(1_000_003)
 class LabelNoiseConfig:
     """How likely mislabelled rows are found (`validate.label_noise` in params.yaml)."""
 
-    splits: list[str] = field(default_factory=lambda: ["train"])
-    """Splits whose rows are checked; rows of other splits get NA. Folds never mix splits in."""
+    splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
+    """Splits whose rows are checked (pooled for the cross-fitting); rows of other splits get NA. A wrong
+    label in validation or test corrupts the evaluation as surely as one in train misleads the model."""
     folds: int = 3
     """Cross-fitting folds: each row's probabilities come from a model fit on the other folds."""
     min_ngram: int = 1

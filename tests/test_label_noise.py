@@ -115,7 +115,7 @@ def test_other_splits_and_null_rows_are_not_checked():
     frame.loc[held_out, "split"] = "validation"
     frame.loc[frame.index[2], "text"] = None
     frame.loc[frame.index[4], "label"] = None
-    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0))
+    report = find_label_issues(frame, LabelNoiseConfig(min_rows=0, splits=["train"]))
     unchecked = held_out.append(frame.index[[2, 4]])
     assert report.loc[unchecked, "label_issue"].isna().all()
     assert report.loc[unchecked, "label_confidence"].isna().all()
