@@ -44,7 +44,7 @@ class LabelNoiseConfig:
     splits: list[str] = field(default_factory=lambda: ["train", "validation", "test"])
     """Splits whose rows are checked (pooled for the cross-fitting); rows of other splits get NA. A wrong
     label in validation or test corrupts the evaluation as surely as one in train misleads the model."""
-    folds: int = 3
+    folds: int = 5
     """Cross-fitting folds: each row's probabilities come from a model fit on the other folds."""
     min_ngram: int = 1
     """Shortest character n-gram used as a feature (characters, so any script works without a tokenizer)."""
@@ -65,7 +65,7 @@ class LabelNoiseConfig:
     min_rows_per_label: int = 10
     """Labels with fewer checked rows cannot be learnt: their rows get NA and no row is suggested them.
     When fewer than two labels are left, the whole check is NA."""
-    max_rows: int | None = 100_000
+    max_rows: int | None = 60_000
     """Cap on the rows each fold's model is fit on: above it, the model is fit on a seeded sample of
     max_rows of the fold's training rows (stratified by label, each label keeping at least
     min(its rows, min_rows_per_label)); every checked row still gets an out-of-fold prediction and is
