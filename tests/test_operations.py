@@ -30,22 +30,26 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def doclife_run(workspace: Path, api_url: str) -> subprocess.Popen:
+def doclife_run(workspace: Path, api_url: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PREFECT_API_URL": f"{api_url}/api", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.Popen([str(BIN / "doclife"), "run"], cwd=workspace, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # Output goes to files, not pipes: a run blocked on a full pipe while holding the workspace lock would
+    # keep the other run (and this test) waiting for ever.
+    with open(log.with_suffix(".out"), "w") as out, open(log.with_suffix(".err"), "w") as err:
+        return subprocess.Popen([str(BIN / "doclife"), "run"], cwd=workspace, env=env, stdout=out, stderr=err, text=True)
 
 
 @pytest.fixture(scope="module")
 def collided(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, workspace_maker) -> dict:
     """Two lifecycle runs started at once in one fresh workspace, against the server."""
-    workspace = workspace_maker(tmp_path_factory.mktemp("collide") / "ws")
-    procs = [doclife_run(workspace, prefect_server) for _ in range(2)]
+    root = tmp_path_factory.mktemp("collide")
+    workspace = workspace_maker(root / "ws")
+    logs = [root / f"run{i}" for i in range(2)]
+    procs = [doclife_run(workspace, prefect_server, log) for log in logs]
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out))
+    for proc, log in zip(procs, logs, strict=True):
+        proc.wait(timeout=600)
+        assert proc.returncode == 0, log.with_suffix(".err").read_text()[-3000:]
+        results.append(json.loads(log.with_suffix(".out").read_text()))
     return {"workspace": workspace, "runs": results, "server": prefect_server}
 
 
