@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from data_checks.config import need
 from data_checks.core_rules import garbled
-from data_checks.io import DoclifeError, write_json, write_parquet
+from data_checks.io import DoclifeError, read_stage_input, write_json, write_parquet
 
 UNICODE_FORMS = ("NFKC", "NFC", "none")
 
@@ -187,12 +187,7 @@ def summarise(report: pd.DataFrame, rows: int) -> dict[str, Any]:
 def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path: Path, summary_path: Path) -> dict[str, Any]:
     """Clean the ingested table; write the cleaned table, the per-row report and summary.json; return the summary."""
     ingested_path = Path(ingested_path)
-    if not ingested_path.is_file():
-        raise DoclifeError(f"{ingested_path}: file not found (run the ingest stage first)")
-    try:
-        frame = pd.read_parquet(ingested_path)
-    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
-        raise DoclifeError(f"{ingested_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+    frame = read_stage_input(ingested_path, "ingest")
     for column in ("doc_id", "text", "label", "source_row"):
         if column not in frame.columns:
             raise DoclifeError(f"{ingested_path}: not an ingested table (no column {column!r})")

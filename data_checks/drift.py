@@ -62,7 +62,6 @@ MISSING_LABEL = "<missing>"
 PSI_EPSILON = 1e-4
 """Share a category absent on one side is given so PSI stays finite: a category new at 1% adds 0.05, at 5% 0.31."""
 LENGTH_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-SITE_NAME = "doclife"
 
 # The same letter classes and cut-offs as flows.slices.script_of, so drift and the gate's slices agree.
 _HAN_RANGES = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
@@ -559,24 +558,9 @@ def _run(context: Any, frame: pd.DataFrame, rules: list[DriftRule], build_docs: 
     # One context may run the drift suite more than once (e.g. several corpora); GX names must be unique.
     taken = {c.name for c in context.checkpoints.all()}
     name = next(n for n in ("drift", *(f"drift_{k}" for k in range(2, 10**6))) if n not in taken)
-    source = context.data_sources.add_or_update_pandas("doclife")
-    batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
-    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[r.expectation for r in rules]))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[SITE_NAME])] if build_docs else []
-    checkpoint = context.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[definition], actions=actions,
-                                                       result_format={"result_format": "SUMMARY"}))
-    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
-    results: dict[str, Any] = {}
-    for run in outcome.run_results.values():
-        for result in run.results:
-            rule = result.expectation_config.meta["rule"]
-            info = result.exception_info or {}
-            if info.get("raised_exception"):
-                # A crashed expectation is a defect of the suite, not of the user's data.
-                raise RuntimeError(f"expectation for rule {rule} crashed: {info.get('exception_message')}")
-            results[rule] = result
-    return results
+    from data_checks.validate import run_checkpoint  # here: validate imports this module
+
+    return run_checkpoint(context, name, frame, [r.expectation for r in rules], build_docs)
 
 
 def _jsonable(value: Any) -> Any:

@@ -67,6 +67,17 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_stage_input(path: Path | str, stage: str) -> pd.DataFrame:
+    """A Parquet table an earlier stage wrote; a missing or damaged file is a one-line error naming that stage."""
+    path = Path(path)
+    if not path.is_file():
+        raise DoclifeError(f"{path}: file not found (run the {stage} stage first)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
+        raise DoclifeError(f"{path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+
+
 def write_parquet(path: Path | str, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from data_checks.config import SPLITS
 from data_checks.drift import DriftConfig, profile, write_profile
-from data_checks.io import DoclifeError, atomic_dir, read_json, write_json, write_parquet
+from data_checks.io import DoclifeError, atomic_dir, read_json, read_stage_input, write_json, write_parquet
 
 CONTENT_COLUMNS = ("doc_id", "text", "label", "split")
 SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
@@ -63,10 +63,7 @@ def snapshot(validated_path: Path, summary_path: Path, out_dir: Path, drift_cfg:
     summary = read_json(summary_path)
     if not summary.get("success", False):
         raise DoclifeError(f"{summary_path}: validation did not succeed; refusing to snapshot a failed corpus")
-    try:
-        frame = pd.read_parquet(validated_path)
-    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
-        raise DoclifeError(f"{validated_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+    frame = read_stage_input(validated_path, "validate")
     missing = [c for c in SNAPSHOT_COLUMNS if c not in frame.columns]
     if missing:
         raise DoclifeError(f"{validated_path}: not a validated table (missing columns: {', '.join(missing)})")

@@ -26,7 +26,7 @@ from data_checks.duplicates import duplicate_rules, find_duplicates
 from data_checks.label_noise import find_label_issues, label_noise_rules
 from data_checks.text_quality import measure_text, text_rules
 from data_checks.ingest import CANONICAL_COLUMNS
-from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
+from data_checks.io import DoclifeError, atomic_dir, read_stage_input, write_json, write_parquet
 from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
 
 gx = ex.gx  # imported there, after GX analytics were switched off
@@ -145,7 +145,7 @@ def _context(docs_dir: Path | None) -> Any:
     return context
 
 
-def _run_checkpoint(
+def run_checkpoint(
     context: Any, name: str, frame: pd.DataFrame, expectations: list[Any], build_docs: bool,
     result_format: dict[str, Any] | str = "SUMMARY",
 ) -> dict[str, Any]:
@@ -284,7 +284,7 @@ def validate_frame(
 
     rules = [r for r in rule_catalogue(cfg) if r.severity != OFF]
     measures, pointers = measure_rows(frame, cfg, labels)
-    results = _run_checkpoint(context, "rows", measures.assign(doc_id=frame[INDEX_COLUMN].to_numpy()),
+    results = run_checkpoint(context, "rows", measures.assign(doc_id=frame[INDEX_COLUMN].to_numpy()),
                               [ex.row_expectation(r) for r in rules], docs)
     broken = pd.DataFrame({r.name: r.violations(measures) for r in rules}, index=frame.index)
     for rule in rules:
@@ -313,9 +313,9 @@ def validate_frame(
     quarantine = frame.loc[bad, [*canonical, "duplicate_of"]].assign(reasons=reasons[bad]).reset_index(drop=True)
 
     labelled = labels is not None
-    table_results = _run_checkpoint(context, "table", validated,
+    table_results = run_checkpoint(context, "table", validated,
                                     [r.expectation for r in ex.table_rules(cfg, rows_in, labelled)], docs)
-    count_results = _run_checkpoint(context, "counts", ex.count_frame(validated, labels),
+    count_results = run_checkpoint(context, "counts", ex.count_frame(validated, labels),
                                     [r.expectation for r in ex.count_rules(cfg, labelled)], docs)
     table, failures = _table_outcomes(cfg, rows_in, validated, labels, {**table_results, **count_results})
     for rule in rules:
@@ -360,12 +360,7 @@ def validate(
     can be read) and then ValidationFailed is raised naming the input file and the failed rule(s).
     """
     cleaned_path = Path(cleaned_path)
-    if not cleaned_path.is_file():
-        raise DoclifeError(f"{cleaned_path}: file not found (run the clean stage first)")
-    try:
-        frame = pd.read_parquet(cleaned_path)
-    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
-        raise DoclifeError(f"{cleaned_path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+    frame = read_stage_input(cleaned_path, "clean")
 
     with atomic_dir(data_docs_dir) as docs_tmp:
         reference = read_profile(reference_path) if reference_path is not None else None
