@@ -23,6 +23,7 @@ PRECISIONS = frozenset(
         "transformer-engine-float16",
     }
 )
+BALANCING = ("class_weights", "sampler", "none")
 ACCELERATORS = frozenset({"auto", "cpu", "gpu", "cuda", "mps", "tpu"})
 
 # Named encoder sizes: (hidden_size, num_layers, num_heads, intermediate_size). `base` is BERT-base (~110M
@@ -57,6 +58,8 @@ def _check_hardware(section: str, accelerator: str, devices: int | str, num_node
     _positive(section, num_nodes=num_nodes)
     if not isinstance(strategy, str) or not strategy:
         raise DoclifeError(f"params.yaml: {section}.strategy must be a strategy name such as auto, ddp or fsdp, got {strategy!r}")
+    if strategy.startswith("fsdp") and accelerator == "cpu":
+        raise DoclifeError(f"params.yaml: {section}.strategy {strategy} needs accelerator gpu (Lightning's fsdp runs on CUDA devices only); use ddp on the CPU")
     if precision not in PRECISIONS:
         raise DoclifeError(f"params.yaml: {section}.precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
 
@@ -109,6 +112,8 @@ class PretrainConfig:
     """Steps of linear warmup from 0 to learning_rate, followed by linear decay to 0 at max_steps."""
     weight_decay: float = 0.01
     """AdamW decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this before each optimizer step (0: no clipping)."""
     seed: int = 7
     """Seed for weights, shuffling and masking."""
     accelerator: str = "auto"
@@ -137,7 +142,7 @@ class PretrainConfig:
             learning_rate=self.learning_rate,
             checkpoint_every_n_steps=self.checkpoint_every_n_steps,
         )
-        _non_negative("pretrain", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        _non_negative("pretrain", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
         if self.size != "custom":
             if self.size not in MODEL_SIZES:
                 raise DoclifeError(f"params.yaml: pretrain.size must be custom or one of {sorted(MODEL_SIZES)}, got {self.size!r}")
@@ -168,12 +173,17 @@ class FinetuneConfig:
     """Passes over the training split; raising it and re-running resumes from the last checkpoint."""
     patience: int = 3
     """Stop early after this many epochs without a better validation macro-F1."""
+    balance: str = "class_weights"
+    """Imbalanced labels: class_weights (loss weighted by inverse frequency), sampler (each epoch draws
+    every label equally often, with replacement; plain loss) or none."""
     learning_rate: float = 5e-4
     """Peak AdamW learning rate, reached after warmup_steps."""
     warmup_steps: int = 20
     """Steps of linear warmup, followed by linear decay to 0 at the last step."""
     weight_decay: float = 0.01
     """AdamW decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this before each optimizer step (0: no clipping)."""
     dropout: float = 0.1
     """Dropout in the encoder and before the classification head."""
     seed: int = 7
@@ -197,7 +207,9 @@ class FinetuneConfig:
             learning_rate=self.learning_rate,
             patience=self.patience,
         )
-        _non_negative("finetune", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay)
+        _non_negative("finetune", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
+        if self.balance not in BALANCING:
+            raise DoclifeError(f"params.yaml: finetune.balance must be one of {list(BALANCING)}, got {self.balance!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise DoclifeError(f"params.yaml: finetune.dropout must be in [0, 1), got {self.dropout!r}")
         _check_hardware("finetune", self.accelerator, self.devices, self.num_nodes, self.strategy, self.precision)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from data_checks.io import DoclifeError
 from lightning_modules.snapshot import read_split, require_rows
@@ -182,6 +182,8 @@ class MaskedLMDataModule(L.LightningDataModule):
         self.n_train_docs = 0
 
     def _packed(self, texts: list[str]) -> torch.Tensor:
+        if not texts:  # an empty split (a corpus without validation rows): no rows, rather than a tokenizer error
+            return torch.empty(0, self.max_length, dtype=torch.long)
         # Whole documents, no truncation: packing cuts the stream into rows, so nothing is thrown away.
         docs = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
         return pack_documents(docs, self.max_length)
@@ -218,10 +220,32 @@ class MaskedLMDataModule(L.LightningDataModule):
         return DataLoader(self.val_batches, batch_size=None, shuffle=False)
 
 
+class BalancedSampler(WeightedRandomSampler):
+    """Weighted draws with replacement whose epoch e draws from (seed, e): fresh draws every epoch, and the same
+    ones after a resume (Lightning calls `set_epoch` on the sampler before each epoch)."""
+
+    def __init__(self, weights: torch.Tensor, seed: int) -> None:
+        super().__init__(weights, num_samples=len(weights), replacement=True)  # an epoch: as many draws as items
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch, 4))
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Train and validation documents whose label is in `labels`, as (input_ids, attention_mask, labels)."""
 
-    def __init__(self, snapshot_dir: Path, tokenizer: Any, labels: list[str], max_length: int, batch_size: int) -> None:
+    def __init__(
+        self,
+        snapshot_dir: Path,
+        tokenizer: Any,
+        labels: list[str],
+        max_length: int,
+        batch_size: int,
+        balanced_sampling: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.snapshot_dir = Path(snapshot_dir)
         self.tokenizer = tokenizer
@@ -229,6 +253,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
         self.max_length = max_length
         self.batch_size = batch_size
+        self.balanced_sampling = balanced_sampling
+        self.seed = seed
         self.train_items: list[tuple[list[int], int]] = []
         self.val_items: list[tuple[list[int], int]] = []
         self.class_counts: list[int] = []
@@ -265,7 +291,14 @@ class ClassificationDataModule(L.LightningDataModule):
         return {"input_ids": ids, "attention_mask": attention, "labels": torch.tensor([y for _, y in items], dtype=torch.long)}
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_items, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+        if not self.balanced_sampling:
+            return DataLoader(self.train_items, batch_size=self.batch_size, shuffle=True, collate_fn=self.collate)
+        # Each document drawn with probability 1 / (its label's count): every label fills the same share of an
+        # epoch. Under ddp, Lightning shards this sampler's draws across the processes.
+        counts = self.class_counts
+        weights = torch.tensor([1.0 / counts[y] for _, y in self.train_items], dtype=torch.double)
+        sampler = BalancedSampler(weights, self.seed)
+        return DataLoader(self.train_items, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_items, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate)

@@ -120,6 +120,9 @@ def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision=cfg.precision,
+        # Post-LN BERT is prone to loss spikes early on; BERT and the HF Trainer clip at 1.0 too.
+        gradient_clip_val=cfg.max_grad_norm or None,
+        gradient_clip_algorithm="norm",
         # Plain progress lines for a supervisor reading this process's output (see progress.py).
         callbacks=[*callbacks, ProgressLines("pretrain" if isinstance(cfg, PretrainConfig) else "finetune")],
         logger=False,  # curves go to our own CSV (for DVC plots); no logger directory to manage
@@ -464,10 +467,13 @@ def finetune(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_classifier(pretrained_dir, labels, cfg.dropout)
     data = ClassificationDataModule(
-        snapshot_dir, tokenizer, labels, int(model.config.max_position_embeddings), cfg.batch_size
+        snapshot_dir, tokenizer, labels, int(model.config.max_position_embeddings), cfg.batch_size,
+        balanced_sampling=cfg.balance == "sampler", seed=cfg.seed,
     )
     data.setup("fit")  # class weights come from the train split, before the module exists
-    module = ClassifierModule(model, data.class_weights(), cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay)
+    # Balance by the loss or by the sampler, never both (that would over-correct); 0-weight for absent labels stays.
+    loss_weights = data.class_weights() if cfg.balance == "class_weights" else (data.class_weights() > 0).float()
+    module = ClassifierModule(model, loss_weights, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay)
     curve = CurveRecorder(per_epoch=True)
     checkpoints = ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -498,7 +504,8 @@ def finetune(
         "n_train": len(data.train_items),
         "n_validation": len(data.val_items),
         "n_ignored_rows": data.n_ignored,
-        "class_weights": {label: round(float(w), 6) for label, w in zip(labels, data.class_weights())},
+        "balance": cfg.balance,
+        "class_weights": {label: round(float(w), 6) for label, w in zip(labels, module.class_weights)},
         "fit_seconds": round(fit_seconds, 3),
         "wall_seconds": None,
         "world_size": trainer.world_size,

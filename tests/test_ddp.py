@@ -24,12 +24,14 @@ from lightning_modules.tokenizer import train_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
+def _write_run_script(tmp_path: Path) -> Path:
+    """A script that pretrains on the snapshot in tmp_path: `run.py DEVICES STRATEGY ACCELERATOR`.
+
+    Lightning's ddp launcher starts rank 1 by running sys.argv again, so the call must live in a script.
+    """
     snapshot = make_snapshot(tmp_path / "snapshot", n_docs=200, seed=4)
     train_tokenizer(TokenizeConfig(vocab_size=400), snapshot, tmp_path / "tokenizer")
-    # Lightning's ddp launcher starts rank 1 by running sys.argv again, so the call must live in a script.
-    script = tmp_path / "run_ddp.py"
+    script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(
             f"""
@@ -38,12 +40,12 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
             from lightning_modules.config import PretrainConfig
             from lightning_modules.train import pretrain
 
-            root, devices = Path({str(tmp_path)!r}), int(sys.argv[1])
-            out = root / f"run{{devices}}"
+            root, devices, strategy, accelerator = Path({str(tmp_path)!r}), int(sys.argv[1]), sys.argv[2], sys.argv[3]
+            out = root / f"run{{devices}}-{{strategy}}"
             cfg = PretrainConfig(
                 hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32,
                 batch_size=16 // devices, max_steps=8, warmup_steps=2, checkpoint_every_n_steps=4,
-                accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                accelerator=accelerator, devices=devices, strategy=strategy,
             )
             metrics = pretrain(cfg, root / "snapshot", root / "tokenizer", out / "model", out / "ckpt",
                                out / "metrics.json", out / "curve.csv")
@@ -51,29 +53,55 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
             """
         )
     )
+    return script
+
+
+def _run(script: Path, devices: int, strategy: str, accelerator: str) -> str:
     env = os.environ | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    logs = {}
-    for devices in (2, 1):
-        done = subprocess.run(
-            [sys.executable, str(script), str(devices)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-        )
-        logs[devices] = done.stdout + done.stderr
-        assert done.returncode == 0, logs[devices][-4000:]
-    log = logs[2]
+    done = subprocess.run(
+        [sys.executable, str(script), str(devices), strategy, accelerator],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    return log
+
+
+def _assert_same_run(one: Path, two: Path, tolerance: float) -> None:
+    """Same rows, same masks, loss normalised by the global target count: the curves agree step by step up to
+    float summation order (all-reduce vs one matmul), and so do the exported weights."""
+    curves = {n: pd.read_csv(d / "curve.csv") for n, d in ((1, one), (2, two))}
+    assert curves[1]["step"].tolist() == curves[2]["step"].tolist() == list(range(1, 9))
+    assert (curves[1]["train_loss"] - curves[2]["train_loss"]).abs().max() < tolerance
+    assert (curves[1]["val_loss"] - curves[2]["val_loss"]).abs().max() < tolerance
+    w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], rtol=tolerance, atol=tolerance / 10, msg=name)
+
+
+@pytest.mark.slow
+def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
+    script = _write_run_script(tmp_path)
+    log = _run(script, 2, "ddp", "cpu")
+    _run(script, 1, "auto", "cpu")
     assert "Starting with 2 processes" in log or "MEMBER: 2/2" in log
     assert log.count("DOCLIFE_WORLD_SIZE 2") == 2  # both ranks finished
-    two, one = tmp_path / "run2", tmp_path / "run1"
+    two, one = tmp_path / "run2-ddp", tmp_path / "run1-auto"
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 8 and metrics["global_batch_rows"] == 16
     assert (two / "model" / "config.json").is_file() and (two / "model" / "tokenizer.json").is_file()
     assert (two / "ckpt" / "last.ckpt").is_file()
 
-    # Same rows, same masks, loss normalised by the global target count: the curves agree step by step up to
-    # float32 summation order (all-reduce vs one matmul), and so do the weights.
-    curves = {n: pd.read_csv(d / "curve.csv") for n, d in ((1, one), (2, two))}
-    assert curves[1]["step"].tolist() == curves[2]["step"].tolist() == list(range(1, 9))
-    assert (curves[1]["train_loss"] - curves[2]["train_loss"]).abs().max() < 1e-4
-    assert (curves[1]["val_loss"] - curves[2]["val_loss"]).abs().max() < 1e-4
-    w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
-    for name in w1:
-        torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5, msg=name)
+    _assert_same_run(one, two, tolerance=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Lightning's fsdp strategy runs on CUDA devices only")
+def test_pretrain_with_fsdp_matches_ddp(tmp_path: Path) -> None:
+    # fsdp shards parameters, gradients and optimizer state over every GPU here; the export gathers them.
+    script = _write_run_script(tmp_path)
+    devices = min(2, torch.cuda.device_count())
+    _run(script, devices, "fsdp", "gpu")
+    _run(script, devices, "ddp", "gpu")
+    _assert_same_run(tmp_path / f"run{devices}-ddp", tmp_path / f"run{devices}-fsdp", tolerance=1e-3)

@@ -17,7 +17,7 @@ import torch
 
 from data_checks.io import DoclifeError
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
-from lightning_modules.data import IGNORE_INDEX, MaskedLMDataModule, PackedMLMBatches, mask_tokens, pack_documents, pad_ids
+from lightning_modules.data import IGNORE_INDEX, ClassificationDataModule, MaskedLMDataModule, PackedMLMBatches, mask_tokens, pack_documents, pad_ids
 from lightning_modules.evaluate import predict_proba
 from lightning_modules.modules import warmup_then_linear_decay
 from lightning_modules.synthetic import LABELS, make_snapshot
@@ -164,6 +164,10 @@ def test_config_checks() -> None:
         FinetuneConfig(precision="fp32")
     with pytest.raises(DoclifeError, match="dropout"):
         FinetuneConfig(dropout=1.0)
+    with pytest.raises(DoclifeError, match="fsdp needs accelerator gpu"):
+        PretrainConfig(strategy="fsdp", accelerator="cpu")
+    with pytest.raises(DoclifeError, match="balance"):
+        FinetuneConfig(balance="oversample")
 
 
 # ---------------------------------------------------------------------------------------------- pretrain
@@ -273,6 +277,39 @@ def test_finetune_is_reproducible_and_resumes(workspace: dict[str, Path], tmp_pa
     c = _finetune(workspace, tmp_path / "a", cfg=replace(TINY_FT, max_epochs=3))
     assert c["resumed_from_step"] == a["steps"] and c["epochs"] == 3
     assert pd.read_csv(tmp_path / "a" / "curve.csv")["epoch"].tolist() == [0, 1, 2]
+
+
+def test_balanced_sampler_draws_labels_equally(workspace: dict[str, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(workspace["tokenizer"]))
+
+    def label_counts(balanced: bool, seed: int = 0) -> list[int]:
+        data = ClassificationDataModule(workspace["snapshot"], tok, LABELS, 32, 16, balanced_sampling=balanced, seed=seed)
+        data.setup("fit")
+        # Make the corpus imbalanced: keep every "sports" document, one in four of the others.
+        data.train_items = [item for i, item in enumerate(data.train_items) if item[1] == 0 or i % 4 == 0]
+        data.class_counts = [sum(1 for _, y in data.train_items if y == k) for k in range(len(LABELS))]
+        loader = data.train_dataloader()
+        drawn = []
+        for epoch in range(20):
+            if balanced:
+                loader.sampler.set_epoch(epoch)  # as Lightning does before each epoch
+            drawn += [batch["labels"] for batch in loader]
+        drawn = torch.cat(drawn)
+        return torch.bincount(drawn, minlength=len(LABELS)).tolist()
+
+    natural, balanced = label_counts(False), label_counts(True)
+    assert natural[0] > 2.5 * min(natural[1:])  # the imbalance is real
+    shares = torch.tensor(balanced, dtype=torch.float) / sum(balanced)
+    assert (shares - 0.25).abs().max() < 0.03, shares  # each label about a quarter of the draws
+    assert label_counts(True) == balanced and label_counts(True, seed=1) != balanced  # seeded, not fixed
+
+
+def test_finetune_with_balanced_sampler_uses_an_unweighted_loss(workspace: dict[str, Path], tmp_path: Path) -> None:
+    metrics = _finetune(workspace, tmp_path, cfg=replace(TINY_FT, balance="sampler", max_epochs=1))
+    assert metrics["balance"] == "sampler" and set(metrics["class_weights"].values()) == {1.0}
+    assert (tmp_path / "model" / "model.safetensors").is_file()
 
 
 def test_finetune_ignores_rows_with_unlisted_labels(workspace: dict[str, Path], tmp_path: Path) -> None:
