@@ -193,6 +193,20 @@ def test_pretrain_writes_model_metrics_and_curve(workspace: dict[str, Path]) -> 
     assert AutoTokenizer.from_pretrained(str(workspace["pretrained"])).model_max_length == 32
 
 
+def test_pretrain_without_validation_rows(workspace: dict[str, Path], tmp_path: Path) -> None:
+    # A corpus may hold no validation split: pretraining still trains, with no validation loss to report.
+    frame = pd.read_parquet(workspace["snapshot"] / "corpus.parquet")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    frame[frame["split"] != "validation"].to_parquet(snapshot / "corpus.parquet", index=False)
+    (snapshot / "manifest.json").write_text((workspace["snapshot"] / "manifest.json").read_text())
+    cfg = replace(TINY, max_steps=4, checkpoint_every_n_steps=2)
+    metrics = pretrain(cfg, snapshot, workspace["tokenizer"], tmp_path / "model", tmp_path / "ckpt",
+                       tmp_path / "metrics.json", tmp_path / "curve.csv")
+    assert metrics["steps"] == 4 and np.isfinite(metrics["train_loss"]) and metrics["val_loss"] is None
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
 def test_pretrain_resumes_and_restarts_on_changed_fingerprint(
     workspace: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
