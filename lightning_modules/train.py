@@ -472,7 +472,8 @@ def finetune(
     )
     data.setup("fit")  # class weights come from the train split, before the module exists
     # Balance by the loss or by the sampler, never both (that would over-correct); 0-weight for absent labels stays.
-    loss_weights = data.class_weights() if cfg.balance == "class_weights" else (data.class_weights() > 0).float()
+    inverse_frequency = data.class_weights()
+    loss_weights = inverse_frequency if cfg.balance == "class_weights" else (inverse_frequency > 0).float()
     module = ClassifierModule(model, loss_weights, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay)
     curve = CurveRecorder(per_epoch=True)
     checkpoints = ModelCheckpoint(
