@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--size", default="custom", help="named model size; custom = hidden 256, 4 layers, 4 heads")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--docs", type=int, default=20000)
     args = parser.parse_args()
