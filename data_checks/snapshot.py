@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from data_checks.config import SPLITS
-from data_checks.drift import DriftConfig, profile, write_profile
 from data_checks.io import DoclifeError, atomic_dir, read_json, read_stage_input, write_json, write_parquet
+
+if TYPE_CHECKING:
+    from data_checks.drift import DriftConfig
 
 CONTENT_COLUMNS = ("doc_id", "text", "label", "split")
 SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
@@ -56,6 +59,9 @@ def snapshot(validated_path: Path, summary_path: Path, out_dir: Path, drift_cfg:
     The directory is built beside `out_dir` and swapped in whole, so a failure leaves the previous
     snapshot untouched.
     """
+    # Here, not at the top: the training stages read snapshots too, and need not import GX (drift) to do so.
+    from data_checks.drift import DriftConfig, profile, write_profile
+
     validated_path, summary_path, out_dir = Path(validated_path), Path(summary_path), Path(out_dir)
     for path in (validated_path, summary_path):
         if not path.is_file():
