@@ -34,6 +34,7 @@ def adamw_with_schedule(
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    # Not fused: Lightning refuses gradient clipping under mixed precision with an optimizer that unscales itself.
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=learning_rate,
@@ -54,7 +55,22 @@ def masked_lm_loss_sum(model: nn.Module, input_ids: torch.Tensor, labels: torch.
     return F.cross_entropy(logits.float(), labels[targets], reduction="sum")
 
 
-class MaskedLMModule(L.LightningModule):
+class ClippedModule(L.LightningModule):
+    """Gradient-norm clipping that works under every strategy.
+
+    Lightning's precision plugin refuses `gradient_clip_algorithm="norm"` under fsdp, where each rank holds a
+    shard of the gradients: the wrapped module's own `clip_grad_norm_` computes the norm over all shards.
+    """
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        if gradient_clip_val and hasattr(self.trainer.model, "clip_grad_norm_"):  # FullyShardedDataParallel
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+class MaskedLMModule(ClippedModule):
     """Masked-LM pretraining of a `BertForMaskedLM` on packed rows.
 
     The loss is the mean over the targets of the whole global micro-batch: each rank divides its summed loss
@@ -95,7 +111,7 @@ class MaskedLMModule(L.LightningModule):
         )
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(ClippedModule):
     """Document classification with a class-weighted cross-entropy; logs validation macro-F1 each epoch."""
 
     def __init__(

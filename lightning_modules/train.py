@@ -299,6 +299,11 @@ class LastCheckpointEachEpoch(Callback):
 
 def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
     """Hugging Face format (config, safetensors, tokenizer); `state_dict` overrides the module's own weights."""
+    if state_dict is not None:
+        # A state dict gathered from fsdp shards holds tied weights (the MLM decoder = the word embeddings) as
+        # separate copies, which save_pretrained would write twice: keep the names the live module keeps.
+        kept = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        state_dict = {name: tensor for name, tensor in state_dict.items() if name in kept}
     with atomic_dir(model_dir) as tmp, quiet_transformers():
         model.save_pretrained(str(tmp), state_dict=state_dict)
         tokenizer.save_pretrained(str(tmp))

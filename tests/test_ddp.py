@@ -97,6 +97,7 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="Lightning's fsdp strategy runs on CUDA devices only")
 def test_pretrain_with_fsdp_matches_ddp(tmp_path: Path) -> None:
     # fsdp shards parameters, gradients and optimizer state over every GPU here; the export gathers them.

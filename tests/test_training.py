@@ -193,6 +193,26 @@ def test_pretrain_writes_model_metrics_and_curve(workspace: dict[str, Path]) -> 
     assert AutoTokenizer.from_pretrained(str(workspace["pretrained"])).model_max_length == 32
 
 
+def test_export_of_a_gathered_state_dict_writes_tied_weights_once(workspace: dict[str, Path], tmp_path: Path) -> None:
+    # fsdp gathers the full weights as separate tensors, so the tied MLM decoder no longer shares the word
+    # embeddings' storage: the export must still hold exactly what an unsharded export holds.
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM
+
+    from lightning_modules.train import _export, _load_tokenizer
+
+    model = AutoModelForMaskedLM.from_pretrained(str(workspace["pretrained"]), local_files_only=True)
+    tokenizer = _load_tokenizer(workspace["pretrained"])
+    gathered = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    assert len(gathered) > len(dict(model.named_parameters()))  # the tied decoder weight is a key of its own
+    _export(model, tokenizer, tmp_path / "plain")
+    _export(model, tokenizer, tmp_path / "gathered", gathered)
+    plain, from_gathered = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "gathered" / "model.safetensors")
+    assert plain.keys() == from_gathered.keys()
+    for name in plain:
+        torch.testing.assert_close(from_gathered[name], plain[name], rtol=0, atol=0, msg=name)
+
+
 def test_pretrain_without_validation_rows(workspace: dict[str, Path], tmp_path: Path) -> None:
     # A corpus may hold no validation split: pretraining still trains, with no validation loss to report.
     frame = pd.read_parquet(workspace["snapshot"] / "corpus.parquet")
