@@ -210,9 +210,12 @@ class MaskedLMDataModule(L.LightningDataModule):
         )
         # Data position = optimizer steps already taken (restored from the checkpoint before this is called).
         sampler = FromStep(lambda: trainer.global_step * trainer.accumulate_grad_batches)
-        # batch_size=None: the dataset already returns whole micro-batches. In-memory rows and cheap masking:
-        # worker processes would cost more than they save.
-        return DataLoader(dataset, batch_size=None, sampler=sampler)
+        # batch_size=None: the dataset already returns whole micro-batches. On the CPU, in-memory rows and cheap
+        # masking make worker processes cost more than they save; on a GPU one worker masks the next batches
+        # while the device computes, into pinned memory, so the step never waits for the host.
+        on_gpu = trainer.strategy.root_device.type == "cuda"
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=int(on_gpu), pin_memory=on_gpu,
+                          prefetch_factor=4 if on_gpu else None, persistent_workers=on_gpu)
 
     def val_dataloader(self) -> DataLoader | list:
         # Pretraining turns Lightning's distributed sampler off (the train batches shard themselves), so every

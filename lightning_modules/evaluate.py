@@ -44,9 +44,12 @@ def load_exported(model_dir: Path) -> tuple[Any, Any, list[str], int]:
     return tokenizer, model, labels, int(model.config.max_position_embeddings)
 
 
-def predict_proba(model_dir: Path, texts: list[str], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+def predict_proba(
+    model_dir: Path, texts: list[str], batch_size: int = 128, device: str = "cpu"
+) -> tuple[np.ndarray, list[str]]:
     """Class probabilities (n, C) for `texts` from an exported model dir, and the label of each column."""
     tokenizer, model, labels, max_length = load_exported(model_dir)
+    model.to(device)
     chunks: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -57,8 +60,9 @@ def predict_proba(model_dir: Path, texts: list[str], batch_size: int = 128) -> t
                 max_length=max_length,
                 return_tensors="pt",
             )
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (b, C)
-            chunks.append(torch.softmax(logits.float(), dim=-1).numpy())
+            ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            logits = model(input_ids=ids, attention_mask=attention).logits  # (b, C)
+            chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     probs = np.concatenate(chunks) if chunks else np.zeros((0, len(labels)), dtype=np.float32)
     return probs, labels
 
