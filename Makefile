@@ -15,7 +15,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 4200
 SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
 
-.PHONY: install demo test test-fast ui schedule bench-ops bench-train bench-data clean
+.PHONY: install demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data clean
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -56,6 +56,11 @@ bench-train: install  ## pretraining throughput vs the HF Trainer, and quality o
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality
+
+bench-gpu: install  ## on a CUDA machine: MFU of base in bf16, and pretrain + finetune quality with a GPU budget
+	$(BIN)/python -m bench.mfu
+	$(BIN)/python -m bench.quality --accelerator gpu --precision bf16-mixed --size mini --pretrain-steps 6000 \
+		--pretrain-batch-size 128 --pretrain-lr 5e-4 --finetune-lrs 1e-4,5e-4 --finetune-seeds 2 --name quality_gpu
 
 bench-data: install  ## cleaning + validation on every shared corpus, 1M documents, datatrove side by side, defect injection
 	$(BIN)/pip install --quiet -e '.[test,bench]'
