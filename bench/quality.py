@@ -137,8 +137,10 @@ def main() -> None:
         ft_snapshot = write_snapshot(ft_rows, root / "ft_snapshot")
         train_tokenizer(TokenizeConfig(vocab_size=8000), pre_snapshot, root / "tokenizer")
 
-        starts = {"pretrained_finetuned": root / "pretrained", "random_init_finetuned": root / "random"}
-        starts = {name: path for name, path in starts.items() if name.split("_")[0] in args.starts.split(",")}
+        # Result name -> the directory finetuning starts from, for the starts asked for.
+        wanted = args.starts.split(",")
+        starts = {name: root / start for start, name in (("pretrained", "pretrained_finetuned"), ("random", "random_init_finetuned"))
+                  if start in wanted}
         if "pretrained_finetuned" in starts:
             started = time.perf_counter()
             pre = pretrain(pre_cfg, pre_snapshot, root / "tokenizer", root / "pretrained", root / "pre_ckpt",
