@@ -150,13 +150,14 @@ def main() -> None:
                                   "final_val_loss": pre["val_loss"], "wall_seconds": round(time.perf_counter() - started, 1)}
             print("pretrain", result["pretrain"], flush=True)
 
-        # The same architecture with random weights, saved like a pretrained model so finetune() takes it.
-        torch.manual_seed(pre_cfg.seed)
-        tokenizer = _load_tokenizer(root / "tokenizer")
-        random_model = build_mlm(pre_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        with quiet_transformers():
-            random_model.save_pretrained(str(root / "random"))
-            tokenizer.save_pretrained(str(root / "random"))
+        if "random_init_finetuned" in starts:
+            # The same architecture with random weights, saved like a pretrained model so finetune() takes it.
+            torch.manual_seed(pre_cfg.seed)
+            tokenizer = _load_tokenizer(root / "tokenizer")
+            random_model = build_mlm(pre_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+            with quiet_transformers():
+                random_model.save_pretrained(str(root / "random"))
+                tokenizer.save_pretrained(str(root / "random"))
 
         target = test["label"].astype(str).map(LABELS.index).to_numpy()
         for name, start in starts.items():
