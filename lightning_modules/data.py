@@ -70,6 +70,17 @@ def mask_tokens(
     return masked, labels
 
 
+def mlm_batch(input_ids: torch.Tensor, labels: torch.Tensor, global_targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A masked-LM micro-batch: (batch, seq) ids and labels, the global micro-batch's target count, and the
+    flat positions of this batch's targets.
+
+    The positions are found here, on the host, so that the device never has to report how many targets a
+    batch holds (a boolean index would stop the host at every step until the device caught up).
+    """
+    target_positions = (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)  # (n_targets,)
+    return {"input_ids": input_ids, "labels": labels, "global_targets": global_targets, "target_positions": target_positions}
+
+
 def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
     return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
 
@@ -139,7 +150,7 @@ class PackedMLMBatches(Dataset):
         n_targets = (labels != IGNORE_INDEX).sum()
         mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         # Every row is full: no attention_mask, so attention runs unmasked (SDPA's fastest path).
-        return {"input_ids": masked[mine], "labels": labels[mine], "global_targets": n_targets}
+        return mlm_batch(masked[mine], labels[mine], n_targets)
 
 
 class FromStep(Sampler[int]):
@@ -201,7 +212,7 @@ class MaskedLMDataModule(L.LightningDataModule):
         masked_rows, label_rows = mask_tokens(val_rows, generator=torch.Generator().manual_seed(self.seed), **self.masking)
         for start in range(0, len(val_rows), self.batch_size):
             masked, labels = masked_rows[start : start + self.batch_size], label_rows[start : start + self.batch_size]
-            self.val_batches.append({"input_ids": masked, "labels": labels, "global_targets": (labels != IGNORE_INDEX).sum()})
+            self.val_batches.append(mlm_batch(masked, labels, (labels != IGNORE_INDEX).sum()))
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -31,7 +31,10 @@ def build_mlm(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertFo
     """A randomly initialised BERT with a masked-LM head, sized by `cfg` (a named size or the custom fields)."""
     hidden, layers, heads, intermediate = cfg.dims()
     config = BertConfig(
-        vocab_size=vocab_size,
+        # Rounded up to a multiple of 64 so the masked-LM decoder's matmuls run on aligned tensor-core kernels
+        # (10,878 rows ran on kernels for unaligned sizes: 4% of a `base` step on an H200). The extra ids never
+        # occur in the input, and training soon gives them no probability.
+        vocab_size=-(-vocab_size // 64) * 64,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -44,6 +47,18 @@ def build_mlm(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertFo
         attention_probs_dropout_prob=cfg.dropout,
     )
     return BertForMaskedLM._from_config(config, attn_implementation="sdpa")
+
+
+def compile_encoder_layers(model: BertForMaskedLM | BertForSequenceClassification, mode: str | None = None) -> None:
+    """torch.compile each encoder layer in place (parameter names, and so checkpoints, stay those of the plain module).
+
+    Layer by layer, not the whole encoder: the attention mask is then decided outside the compiled code, where
+    transformers drops it for full rows, and SDPA runs its fused kernel (cuDNN's flash attention on an H200).
+    Compiled as a whole (transformers 5.17, torch 2.11), attention ran as unfused float32 matmuls and softmax,
+    a third of a `base` step. One compiled graph serves every layer, so compiling takes seconds, not minutes.
+    """
+    for layer in model.bert.encoder.layer:
+        layer.compile(mode=mode)
 
 
 def build_classifier(pretrained_dir: Path, labels: list[str], dropout: float) -> BertForSequenceClassification:

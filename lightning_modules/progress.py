@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as L
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, RichProgressBar
 
 PATTERN = re.compile(r"^doclife-progress (?P<stage>\w+) step=(?P<step>\d+) total=(?P<total>\d+)(?: loss=(?P<loss>\S+))?")
 
@@ -56,3 +56,24 @@ class ProgressLines(Callback):
         if trainer.is_global_zero and (step % self._every == 0 or step >= total):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             print(f"doclife-progress {self.stage} step={step} total={total} loss={float(loss):.4f}", flush=True)
+
+
+class SparseRichProgressBar(RichProgressBar):
+    """Lightning's default (rich) progress bar, reading the logged metrics only every `metrics_every` steps.
+
+    Reading them (the loss shown beside the bar) waits for the device to finish the step; at every step, the
+    host could never queue a step ahead of the device. Rich also keeps piped output free of redraws, which
+    `ProgressLines` readers rely on.
+    """
+
+    def __init__(self, metrics_every: int = 1) -> None:
+        super().__init__()
+        self.metrics_every = metrics_every
+        self._shown: dict[str, Any] = {}
+        self._read_at: int | None = None
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        step = trainer.global_step
+        if not trainer.training or self._read_at is None or step - self._read_at >= self.metrics_every:
+            self._shown, self._read_at = super().get_metrics(trainer, pl_module), step
+        return self._shown

@@ -28,9 +28,16 @@ from pytorch_lightning.utilities import rank_zero_info
 from data_checks.io import DoclifeError, atomic_dir, atomic_path, read_json, write_json
 from lightning_modules.config import FinetuneConfig, PretrainConfig
 from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
-from lightning_modules.model import build_classifier, build_mlm, encoder_flops_per_token, peak_flops, quiet_transformers
+from lightning_modules.model import (
+    build_classifier,
+    build_mlm,
+    compile_encoder_layers,
+    encoder_flops_per_token,
+    peak_flops,
+    quiet_transformers,
+)
 from lightning_modules.modules import ClassifierModule, MaskedLMModule
-from lightning_modules.progress import ProgressLines
+from lightning_modules.progress import ProgressLines, SparseRichProgressBar
 from lightning_modules.snapshot import load_manifest
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -112,7 +119,12 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank
     return None, None
 
 
+def _on_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **limits: Any) -> L.Trainer:
+    on_gpu = _on_gpu(cfg.accelerator)
     # strategy "auto" is ddp as soon as there is more than one device; "fsdp" shards parameters instead.
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -124,12 +136,17 @@ def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **
         gradient_clip_val=cfg.max_grad_norm or None,
         gradient_clip_algorithm="norm",
         # Plain progress lines for a supervisor reading this process's output (see progress.py).
-        callbacks=[*callbacks, ProgressLines("pretrain" if isinstance(cfg, PretrainConfig) else "finetune")],
+        callbacks=[
+            *callbacks,
+            ProgressLines("pretrain" if isinstance(cfg, PretrainConfig) else "finetune"),
+            SparseRichProgressBar(metrics_every=20 if on_gpu else 1),
+        ],
         logger=False,  # curves go to our own CSV (for DVC plots); no logger directory to manage
-        enable_progress_bar=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        deterministic="warn",
+        # CPU runs are reproducible bit for bit. GPU runs are not whatever this says (SDPA's fused attention
+        # kernels accumulate with atomics), so there deterministic kernels would only cost speed.
+        deterministic=False if on_gpu else "warn",
         **limits,
     )
 
@@ -155,6 +172,12 @@ class CurveRecorder(Callback):
     `per_epoch` switches from one row per optimizer step to one row per epoch (mean train loss of the epoch).
     With `pad_id` set, each step's row also gets the global tokens/s, non-pad tokens/s and, given the
     training FLOPs per token and the devices' peak, the model FLOPs utilisation (MFU).
+
+    Losses and token counts stay on the device until a window of `flush_every` steps closes (and at the first
+    step, before validation, at the end): reading them every step would make the host wait for the device at
+    every step, so the host could never queue the next step's work while the device runs this one. Each
+    window ends with that read, which waits for the device to finish the window's work: a window's
+    duration is exact, and its steps' rates are the window's mean.
     """
 
     def __init__(
@@ -163,66 +186,88 @@ class CurveRecorder(Callback):
         pad_id: int | None = None,
         flops_per_token: float | None = None,
         peak_flops: float | None = None,
+        flush_every: int = 50,
     ) -> None:
         self.per_epoch = per_epoch
         self.pad_id = pad_id
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops  # per device
+        self.flush_every = flush_every
         self.rows: list[dict[str, Any]] = []
-        self._epoch_losses: list[float] = []
-        self._step_losses: list[float] = []
+        self._epoch_losses: list[torch.Tensor] = []
+        self._step_losses: list[torch.Tensor] = []
+        self._pending: list[tuple[dict[str, Any], torch.Tensor, torch.Tensor]] = []  # (row, loss, non-pad tokens)
+        self._nonpad: list[torch.Tensor] = []  # this process's non-pad token counts since the last optimizer step
+        self._tokens = 0  # this process's tokens since the last optimizer step
         self._last_step = 0
         self._run_start_step = 0
-        self._tokens = [0, 0]  # [all, non-pad] tokens of this process since the last optimizer step
         self._clock = 0.0
-        # Steady-state totals of this run: steps after the first one (which pays for warm-up and compilation).
+        self._trainer: L.Trainer | None = None
+        self._world_size = 1
+        # Steady-state totals of this run: windows after the first step (which pays for warm-up and compilation).
         self.timed = {"seconds": 0.0, "tokens": 0, "nonpad_tokens": 0, "steps": 0}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trainer, self._world_size = trainer, trainer.world_size
         self._last_step = self._run_start_step = trainer.global_step
         self._clock = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         # A collective call: every rank reaches this hook once per batch.
-        loss = float(trainer.strategy.reduce(loss.detach(), reduce_op="mean"))
+        loss = trainer.strategy.reduce(loss.detach(), reduce_op="mean")
         if self.per_epoch:
             self._epoch_losses.append(loss)
             return
         self._step_losses.append(loss)
         if self.pad_id is not None:
             ids = batch["input_ids"]
-            self._tokens[0] += ids.numel()
-            self._tokens[1] += int((ids != self.pad_id).sum())
+            self._tokens += ids.numel()
+            self._nonpad.append((ids != self.pad_id).sum())
         if trainer.global_step == self._last_step:
             return  # still accumulating gradients towards the next optimizer step
-        row: dict[str, Any] = {"step": trainer.global_step, "train_loss": round(sum(self._step_losses) / len(self._step_losses), 6)}
-        self._step_losses = []
-        if self.pad_id is not None:
-            row |= self._throughput(trainer, first=self._last_step == self._run_start_step)
-            pl_module.log("tok/s", float(row["tokens_per_s"]), prog_bar=True, on_step=True, on_epoch=False)
+        step_loss = torch.stack(self._step_losses).mean()
+        nonpad = torch.stack(self._nonpad).sum() if self._nonpad else torch.zeros(())
+        row: dict[str, Any] = {"step": trainer.global_step, "tokens": self._tokens * trainer.world_size}
+        self._step_losses, self._nonpad, self._tokens = [], [], 0
+        self._pending.append((row, step_loss, nonpad))
         self._last_step = trainer.global_step
-        self.rows.append(row)
+        first = trainer.global_step - self._run_start_step == 1
+        if first or trainer.global_step % self.flush_every == 0 or trainer.global_step >= (trainer.max_steps or 0) > 0:
+            rates = self._flush(trainer, timed=not first)
+            if rates.get("tokens_per_s") is not None:
+                pl_module.log("tok/s", rates["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
 
-    def _throughput(self, trainer: L.Trainer, first: bool) -> dict[str, Any]:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer, timed=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer, timed=True)
+
+    def _flush(self, trainer: L.Trainer, timed: bool) -> dict[str, Any]:
+        """Read the pending steps' values from the device (one wait) and give each row the window's rates."""
+        if not self._pending:
+            return {}
+        losses = torch.stack([loss for _, loss, _ in self._pending]).tolist()
+        nonpads = (torch.stack([n for _, _, n in self._pending]) * trainer.world_size).tolist()
         now = time.perf_counter()
         seconds, self._clock = now - self._clock, now
-        # Ranks run the same shapes in lockstep: global tokens = this rank's x world size.
-        tokens, nonpad = (n * trainer.world_size for n in self._tokens)
-        self._tokens = [0, 0]
-        if not first:
-            self.timed["seconds"] += seconds
-            self.timed["tokens"] += tokens
-            self.timed["nonpad_tokens"] += nonpad
-            self.timed["steps"] += 1
-        mfu = None
-        if self.flops_per_token and self.peak_flops:
-            mfu = round(tokens * self.flops_per_token / seconds / (self.peak_flops * trainer.world_size), 4)
-        return {
-            "tokens_per_s": round(tokens / seconds, 1),
-            "nonpad_tokens_per_s": round(nonpad / seconds, 1),
-            "mfu": mfu,
-        }
+        tokens, nonpad = sum(row["tokens"] for row, _, _ in self._pending), int(sum(nonpads))
+        rates = {}
+        if self.pad_id is not None:
+            rates = {"tokens_per_s": round(tokens / seconds, 1), "nonpad_tokens_per_s": round(nonpad / seconds, 1), "mfu": None}
+            if self.flops_per_token and self.peak_flops:
+                rates["mfu"] = round(tokens * self.flops_per_token / seconds / (self.peak_flops * trainer.world_size), 4)
+            if timed:
+                self.timed["seconds"] += seconds
+                self.timed["tokens"] += tokens
+                self.timed["nonpad_tokens"] += nonpad
+                self.timed["steps"] += len(self._pending)
+        for (row, _, _), loss in zip(self._pending, losses):
+            del row["tokens"]
+            self.rows.append({**row, "train_loss": round(loss, 6), **rates})
+        self._pending = []
+        return rates
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -231,7 +276,7 @@ class CurveRecorder(Callback):
         if self.per_epoch:
             if not self._epoch_losses:  # a validate() call outside training
                 return
-            train_loss = sum(self._epoch_losses) / len(self._epoch_losses)
+            train_loss = float(torch.stack(self._epoch_losses).mean())
             self._epoch_losses = []
             self.rows.append(
                 {
@@ -251,16 +296,22 @@ class CurveRecorder(Callback):
         self._clock = time.perf_counter()
 
     def steady_rates(self) -> dict[str, float | None]:
-        """Tokens/s and non-pad tokens/s over this run's steps after the first."""
+        """Tokens/s, non-pad tokens/s and MFU over this run's steps after the first."""
         seconds = self.timed["seconds"]
         if not seconds:
-            return {"tokens_per_second": None, "nonpad_tokens_per_second": None}
+            return {"tokens_per_second": None, "nonpad_tokens_per_second": None, "mfu": None}
+        mfu = None
+        if self.flops_per_token and self.peak_flops:
+            mfu = round(self.timed["tokens"] * self.flops_per_token / seconds / (self.peak_flops * self._world_size), 4)
         return {
             "tokens_per_second": round(self.timed["tokens"] / seconds, 1),
             "nonpad_tokens_per_second": round(self.timed["nonpad_tokens"] / seconds, 1),
+            "mfu": mfu,
         }
 
     def state_dict(self) -> dict[str, Any]:
+        if self._pending:  # a checkpoint between windows (on an exception): its rows must hold every step
+            self._flush(self._trainer, timed=False)
         return {"rows": self.rows}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -360,9 +411,8 @@ def pretrain(
     network = build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     module = MaskedLMModule(network, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay, seed=cfg.seed)
     if cfg.compile:
-        # In place: parameter names (and so checkpoints and the export) stay those of the plain module.
-        network.bert.compile()
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+        compile_encoder_layers(network)
+    on_gpu = _on_gpu(cfg.accelerator)
     curve = CurveRecorder(
         pad_id=tokenizer.pad_token_id,
         flops_per_token=encoder_flops_per_token(network.config, cfg.max_length, cfg.mask_probability),
@@ -397,7 +447,6 @@ def pretrain(
 
     steps_this_run = trainer.global_step - (resumed_from or 0)
     train_tail = [r["train_loss"] for r in curve.rows if r.get("train_loss") is not None][-10:]
-    mfus = [r["mfu"] for r in curve.rows[-max(1, steps_this_run - 1) :] if r.get("mfu") is not None]
     metrics = {
         "train_loss": round(sum(train_tail) / len(train_tail), 6) if train_tail else None,
         "val_loss": curve.rows[-1].get("val_loss") if curve.rows else _metric(trainer, "val_loss"),
@@ -406,7 +455,6 @@ def pretrain(
         "resumed_from_step": resumed_from,
         # Global rates over this run's steps after the first (warm-up), validation excluded.
         **curve.steady_rates(),
-        "mfu": round(sum(mfus) / len(mfus), 4) if mfus else None,
         "parameters": sum(p.numel() for p in network.parameters()),
         "packed_rows": len(data.train_rows),
         "global_batch_rows": cfg.batch_size * trainer.world_size * cfg.accumulate_grad_batches,

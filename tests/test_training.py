@@ -381,3 +381,64 @@ def test_pretrain_saves_on_exception_and_resumes_from_there(
     monkeypatch.setattr(train_module, "MaskedLMModule", MaskedLMModule)
     metrics = run()
     assert metrics["resumed_from_step"] == 3 and metrics["steps"] == 6
+
+
+def test_mlm_loss_at_given_target_positions_equals_the_boolean_index() -> None:
+    from lightning_modules.data import mlm_batch
+    from lightning_modules.model import build_mlm
+    from lightning_modules.modules import masked_lm_loss_sum
+
+    torch.manual_seed(0)
+    model = build_mlm(replace(TINY, dropout=0.0), vocab_size=60, pad_token_id=0).eval()
+    ids, labels = mask_tokens(torch.randint(5, 60, (4, 32)), [0, 1, 2, 3, 4], 4, 60, 0.15, torch.Generator().manual_seed(1))
+    batch = mlm_batch(ids, labels, (labels != IGNORE_INDEX).sum())
+    assert batch["target_positions"].tolist() == (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1).tolist()
+    given = masked_lm_loss_sum(model, ids, labels, batch["target_positions"])
+    hidden = model.bert(input_ids=ids).last_hidden_state
+    reference = torch.nn.functional.cross_entropy(model.cls(hidden[labels != IGNORE_INDEX]), labels[labels != IGNORE_INDEX], reduction="sum")
+    assert torch.allclose(given, reference) and torch.allclose(masked_lm_loss_sum(model, ids, labels), reference)
+
+
+def test_norm_clipping_with_a_fused_optimizer_under_bf16(tmp_path: Path) -> None:
+    """Lightning refuses to clip for an optimizer that unscales by itself; bf16 has nothing to unscale."""
+    import pytorch_lightning as L
+
+    from lightning_modules.modules import ClippedModule
+
+    class Steep(ClippedModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            return 1000.0 * self.layer(batch).float().pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            # Plain SGD with lr 1: the step is minus the (clipped) gradient.
+            return torch.optim.SGD(self.parameters(), lr=1.0, fused=True)
+
+    module = Steep()
+    before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=1, gradient_clip_val=0.01,
+                        gradient_clip_algorithm="norm", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, torch.utils.data.DataLoader(torch.ones(4, 8), batch_size=4))
+    after = torch.cat([p.detach().flatten() for p in module.parameters()])
+    assert torch.linalg.vector_norm(after - before).item() == pytest.approx(0.01, rel=1e-3)
+
+
+def test_progress_bar_reads_the_logged_metrics_every_n_steps_while_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from lightning_modules.progress import SparseRichProgressBar
+
+    reads: list[int] = []
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: reads.append(trainer.global_step) or {"loss": trainer.global_step})
+    bar = SparseRichProgressBar(metrics_every=20)
+    shown = [bar.get_metrics(SimpleNamespace(global_step=step, training=True), None)["loss"] for step in range(45)]
+    assert reads == [0, 20, 40]
+    assert shown[19] == 0 and shown[20] == 20 and shown[44] == 40  # the last read is shown until the next
+    bar.get_metrics(SimpleNamespace(global_step=44, training=False), None)  # validation: always a fresh read
+    assert reads[-1] == 44
