@@ -255,9 +255,8 @@ class CurveRecorder(Callback):
         tokens, nonpad = sum(row["tokens"] for row, _, _ in self._pending), int(sum(nonpads))
         rates = {}
         if self.pad_id is not None:
-            rates = {"tokens_per_s": round(tokens / seconds, 1), "nonpad_tokens_per_s": round(nonpad / seconds, 1), "mfu": None}
-            if self.flops_per_token and self.peak_flops:
-                rates["mfu"] = round(tokens * self.flops_per_token / seconds / (self.peak_flops * trainer.world_size), 4)
+            rates = {"tokens_per_s": round(tokens / seconds, 1), "nonpad_tokens_per_s": round(nonpad / seconds, 1),
+                     "mfu": self._mfu(tokens, seconds)}
             if timed:
                 self.timed["seconds"] += seconds
                 self.timed["tokens"] += tokens
@@ -300,14 +299,17 @@ class CurveRecorder(Callback):
         seconds = self.timed["seconds"]
         if not seconds:
             return {"tokens_per_second": None, "nonpad_tokens_per_second": None, "mfu": None}
-        mfu = None
-        if self.flops_per_token and self.peak_flops:
-            mfu = round(self.timed["tokens"] * self.flops_per_token / seconds / (self.peak_flops * self._world_size), 4)
         return {
             "tokens_per_second": round(self.timed["tokens"] / seconds, 1),
             "nonpad_tokens_per_second": round(self.timed["nonpad_tokens"] / seconds, 1),
-            "mfu": mfu,
+            "mfu": self._mfu(self.timed["tokens"], seconds),
         }
+
+    def _mfu(self, tokens: int, seconds: float) -> float | None:
+        """Model FLOPs utilisation of `tokens` (global) trained in `seconds`, where the devices' peak is known."""
+        if not (self.flops_per_token and self.peak_flops):
+            return None
+        return round(tokens * self.flops_per_token / seconds / (self.peak_flops * self._world_size), 4)
 
     def state_dict(self) -> dict[str, Any]:
         if self._pending:  # a checkpoint between windows (on an exception): its rows must hold every step
