@@ -26,7 +26,7 @@ def warmup_then_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[i
 
 
 def adamw_with_schedule(
-    model: nn.Module, learning_rate: float, weight_decay: float, warmup_steps: int, total_steps: int
+    model: nn.Module, learning_rate: float, weight_decay: float, warmup_steps: int, total_steps: int, fused: bool = False
 ) -> dict[str, Any]:
     """AdamW (no decay on biases and LayerNorm weights) with the schedule stepped every optimiser step."""
     decay, no_decay = [], []
@@ -34,9 +34,6 @@ def adamw_with_schedule(
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    # On a GPU, one fused kernel updates every parameter: a `base` step of 64 rows on an H200 takes 52 ms
-    # instead of 64 ms with the per-tensor loop. ClippedModule clips its gradients.
-    fused = next(model.parameters()).device.type == "cuda"
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=learning_rate,
@@ -82,6 +79,12 @@ class ClippedModule(L.LightningModule):
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def fused_optimizer(self) -> bool:
+        """Whether AdamW should run fused: on CUDA, unless fp16's loss scaler is in play (Lightning can then
+        neither clip its gradients nor let us). One kernel for every parameter: a `base` step of 64 rows on an
+        H200 takes 52 ms instead of 64 ms with the per-tensor loop."""
+        return self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None
+
 
 class MaskedLMModule(ClippedModule):
     """Masked-LM pretraining of a `BertForMaskedLM` on packed rows.
@@ -120,7 +123,8 @@ class MaskedLMModule(ClippedModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return adamw_with_schedule(
-            self.model, self.learning_rate, self.weight_decay, self.warmup_steps, int(self.trainer.max_steps)
+            self.model, self.learning_rate, self.weight_decay, self.warmup_steps, int(self.trainer.max_steps),
+            fused=self.fused_optimizer(),
         )
 
 
@@ -165,4 +169,5 @@ class ClassifierModule(ClippedModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches)
-        return adamw_with_schedule(self.model, self.learning_rate, self.weight_decay, self.warmup_steps, total)
+        return adamw_with_schedule(self.model, self.learning_rate, self.weight_decay, self.warmup_steps, total,
+                                   fused=self.fused_optimizer())

@@ -442,3 +442,15 @@ def test_progress_bar_reads_the_logged_metrics_every_n_steps_while_training(monk
     assert shown[19] == 0 and shown[20] == 20 and shown[44] == 40  # the last read is shown until the next
     bar.get_metrics(SimpleNamespace(global_step=44, training=False), None)  # validation: always a fresh read
     assert reads[-1] == 44
+
+
+@pytest.mark.parametrize(("device", "scaler", "fused"), [("cuda:0", None, True), ("cuda:0", "fp16", False), ("cpu", None, False)])
+def test_adamw_is_fused_on_cuda_unless_fp16_scales_the_loss(device: str, scaler: str | None, fused: bool) -> None:
+    from types import SimpleNamespace
+
+    from lightning_modules.modules import ClippedModule
+
+    module = ClippedModule()
+    module._device = torch.device(device)
+    module.trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=scaler))
+    assert module.fused_optimizer() is fused
