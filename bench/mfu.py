@@ -84,7 +84,7 @@ def bare_loop(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
     ids = torch.randint(5, vocab_size, (cfg.batch_size, cfg.max_length))  # (batch, seq)
     targets = torch.rand(ids.shape) < cfg.mask_probability
-    batch = mlm_batch(ids, torch.where(targets, ids, torch.full_like(ids, IGNORE_INDEX)), targets.sum())
+    batch = mlm_batch(ids, torch.where(targets, ids, torch.full_like(ids, IGNORE_INDEX)))
     batch = {key: value.cuda() for key, value in batch.items()}
 
     def step() -> None:

@@ -31,9 +31,9 @@ import torch  # noqa: E402
 from bench.common import require_corpus, save_result, sentiment_split, write_snapshot  # noqa: E402
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.evaluate import classification_metrics, predict_proba  # noqa: E402
-from lightning_modules.model import build_mlm, quiet_transformers  # noqa: E402
+from lightning_modules.model import build_mlm  # noqa: E402
 from lightning_modules.tokenizer import train_tokenizer  # noqa: E402
-from lightning_modules.train import _load_tokenizer, finetune, pretrain  # noqa: E402
+from lightning_modules.train import _export, _load_tokenizer, finetune, pretrain  # noqa: E402
 
 LABELS = ["0", "1"]
 
@@ -155,9 +155,7 @@ def main() -> None:
             torch.manual_seed(pre_cfg.seed)
             tokenizer = _load_tokenizer(root / "tokenizer")
             random_model = build_mlm(pre_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-            with quiet_transformers():
-                random_model.save_pretrained(str(root / "random"))
-                tokenizer.save_pretrained(str(root / "random"))
+            _export(random_model, tokenizer, root / "random")
 
         target = test["label"].astype(str).map(LABELS.index).to_numpy()
         for name, start in starts.items():

@@ -70,15 +70,22 @@ def mask_tokens(
     return masked, labels
 
 
-def mlm_batch(input_ids: torch.Tensor, labels: torch.Tensor, global_targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A masked-LM micro-batch: (batch, seq) ids and labels, the global micro-batch's target count, and the
-    flat positions of this batch's targets.
+def target_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Flat indices (n_targets,) of the masked-LM targets in (batch, seq) labels."""
+    return (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
+
+
+def mlm_batch(input_ids: torch.Tensor, labels: torch.Tensor, global_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """A masked-LM micro-batch: (batch, seq) ids and labels, the global micro-batch's target count (this
+    batch's own when it is the whole micro-batch), and the flat positions of this batch's targets.
 
     The positions are found here, on the host, so that the device never has to report how many targets a
     batch holds (a boolean index would stop the host at every step until the device caught up).
     """
-    target_positions = (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)  # (n_targets,)
-    return {"input_ids": input_ids, "labels": labels, "global_targets": global_targets, "target_positions": target_positions}
+    positions = target_positions(labels)
+    if global_targets is None:
+        global_targets = torch.tensor(len(positions))
+    return {"input_ids": input_ids, "labels": labels, "global_targets": global_targets, "target_positions": positions}
 
 
 def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
@@ -212,7 +219,7 @@ class MaskedLMDataModule(L.LightningDataModule):
         masked_rows, label_rows = mask_tokens(val_rows, generator=torch.Generator().manual_seed(self.seed), **self.masking)
         for start in range(0, len(val_rows), self.batch_size):
             masked, labels = masked_rows[start : start + self.batch_size], label_rows[start : start + self.batch_size]
-            self.val_batches.append(mlm_batch(masked, labels, (labels != IGNORE_INDEX).sum()))
+            self.val_batches.append(mlm_batch(masked, labels))
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassF1Score
 
-from lightning_modules.data import IGNORE_INDEX, derived_seed
+from lightning_modules import data
+from lightning_modules.data import derived_seed
 
 
 def warmup_then_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -54,7 +55,7 @@ def masked_lm_loss_sum(
     """
     hidden = model.bert(input_ids=input_ids).last_hidden_state  # (batch, seq, hidden); no mask: rows are full
     if target_positions is None:
-        target_positions = (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
+        target_positions = data.target_positions(labels)
     logits = model.cls(hidden.flatten(0, 1).index_select(0, target_positions))  # (n_targets, vocab)
     return F.cross_entropy(logits.float(), labels.reshape(-1).index_select(0, target_positions), reduction="sum")
 

@@ -203,12 +203,11 @@ class CurveRecorder(Callback):
         self._run_start_step = 0
         self._clock = 0.0
         self._trainer: L.Trainer | None = None
-        self._world_size = 1
         # Steady-state totals of this run: windows after the first step (which pays for warm-up and compilation).
         self.timed = {"seconds": 0.0, "tokens": 0, "nonpad_tokens": 0, "steps": 0}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._trainer, self._world_size = trainer, trainer.world_size
+        self._trainer = trainer
         self._last_step = self._run_start_step = trainer.global_step
         self._clock = time.perf_counter()
 
@@ -309,7 +308,7 @@ class CurveRecorder(Callback):
         """Model FLOPs utilisation of `tokens` (global) trained in `seconds`, where the devices' peak is known."""
         if not (self.flops_per_token and self.peak_flops):
             return None
-        return round(tokens * self.flops_per_token / seconds / (self.peak_flops * self._world_size), 4)
+        return round(tokens * self.flops_per_token / seconds / (self.peak_flops * self._trainer.world_size), 4)
 
     def state_dict(self) -> dict[str, Any]:
         if self._pending:  # a checkpoint between windows (on an exception): its rows must hold every step
