@@ -40,7 +40,13 @@ from transformers.models.bert.modeling_bert import (  # noqa: E402
 from bench.common import CORPUS, RESULTS, save_result, write_snapshot  # noqa: E402
 from lightning_modules.config import PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.data import IGNORE_INDEX, mlm_batch  # noqa: E402
-from lightning_modules.model import build_mlm, compile_encoder_layers, encoder_flops_per_token, peak_flops  # noqa: E402
+from lightning_modules.model import (  # noqa: E402
+    build_mlm,
+    compile_encoder_layers,
+    encoder_flops_per_token,
+    peak_flops,
+    swap_layer_norms,
+)
 from lightning_modules.modules import masked_lm_loss_sum  # noqa: E402
 from lightning_modules.tokenizer import train_tokenizer  # noqa: E402
 from lightning_modules.train import _load_tokenizer, pretrain  # noqa: E402
@@ -65,6 +71,8 @@ ABLATIONS = {
     # fused kernel): Inductor can then fuse across layer boundaries, such as the casts of the residual stream.
     "encoder_stack_compiled": {"compile": "stack"},
     "fused_qkv": {"fused_qkv": True},  # one matmul of 3 x hidden outputs for Q, K and V instead of three
+    # LayerNorm handing on float32, as CUDA autocast has it: a float32 residual stream (see AutocastLayerNorm).
+    "float32_residual_stream": {"float32_residual": True},
 }
 
 
@@ -117,6 +125,7 @@ def bare_loop(
     dropout: float | None = None,
     compile: bool | str | None = None,
     fused_qkv: bool = False,
+    float32_residual: bool = False,
     batch_size_factor: int = 1,
     tuned: bool = False,
     attention: SDPBackend | None = None,
@@ -139,6 +148,8 @@ def bare_loop(
     model = build_mlm(cfg, vocab_size=vocab_size, pad_token_id=0).to(device).train()
     if fused_qkv:
         use_fused_qkv(model)
+    if float32_residual:
+        swap_layer_norms(model.bert, torch.nn.LayerNorm)
     if compile == "encoder":  # the whole BertModel as one graph
         model.bert.compile()
     elif compile == "stack":

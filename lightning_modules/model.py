@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
@@ -46,7 +48,33 @@ def build_mlm(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertFo
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,
     )
-    return BertForMaskedLM._from_config(config, attn_implementation="sdpa")
+    model = BertForMaskedLM._from_config(config, attn_implementation="sdpa")
+    swap_layer_norms(model.bert, AutocastLayerNorm)
+    return model
+
+
+class AutocastLayerNorm(nn.LayerNorm):
+    """LayerNorm that computes in float32 but, under autocast, returns autocast's dtype (bf16 or fp16).
+
+    CUDA's autocast runs LayerNorm in float32 and hands its float32 output on, so in a post-LN BERT the whole
+    residual stream (each layer's input, its skip connections and their gradients) is float32: twice the bytes
+    of the memory-bound kernels around every matmul. This keeps the stream in bf16, as Megatron-LM does by
+    default, and as CPU autocast already does; the normalisation itself stays in float32. Without autocast it
+    is exactly nn.LayerNorm, and its parameters are nn.LayerNorm's, so checkpoints and exports are unchanged.
+    """
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        device = hidden.device.type
+        if not torch.is_autocast_enabled(device):
+            return super().forward(hidden)
+        return super().forward(hidden.float()).to(torch.get_autocast_dtype(device))
+
+
+def swap_layer_norms(module: nn.Module, to: type[nn.LayerNorm]) -> None:
+    """Give every LayerNorm in `module` the class `to`, in place: LayerNorm's subclasses differ only in forward."""
+    for submodule in module.modules():
+        if isinstance(submodule, nn.LayerNorm):
+            submodule.__class__ = to
 
 
 def compile_encoder_layers(model: BertForMaskedLM | BertForSequenceClassification, mode: str | None = None) -> None:

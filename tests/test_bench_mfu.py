@@ -40,7 +40,7 @@ def test_ablations_combine_with_plus_and_unknown_names_are_refused() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["none", "fused_qkv+encoder_stack_compiled", "whole_encoder_compiled"])
+@pytest.mark.parametrize("name", ["none", "fused_qkv+encoder_stack_compiled", "whole_encoder_compiled+float32_residual_stream"])
 def test_bare_loop_variants_train_on_the_cpu(name: str) -> None:
     # Compiled variants run Inductor's CPU code here: a variant that cannot even build fails on the CPU, not
     # minutes into a GPU session.

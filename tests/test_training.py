@@ -399,6 +399,26 @@ def test_mlm_loss_at_given_target_positions_equals_the_boolean_index() -> None:
     assert torch.allclose(given, reference) and torch.allclose(masked_lm_loss_sum(model, ids, labels), reference)
 
 
+def test_layer_norm_keeps_the_residual_stream_in_the_autocast_dtype() -> None:
+    from lightning_modules.model import AutocastLayerNorm, build_mlm
+
+    model = build_mlm(TINY, vocab_size=64, pad_token_id=0)
+    norms = [m for m in model.bert.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 1 + 2 * TINY.num_layers and all(type(m) is AutocastLayerNorm for m in norms)
+    norm = norms[-1]
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    hidden = 3.0 * torch.randn(4, 8, TINY.hidden_size) + 1.0
+    # Without autocast: nn.LayerNorm, bit for bit.
+    assert torch.equal(norm(hidden), torch.nn.functional.layer_norm(hidden, (TINY.hidden_size,), norm.weight, norm.bias, norm.eps))
+    # Under autocast: normalised in float32 from a bf16 input, handed on in bf16.
+    low = hidden.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(low)
+    expected = torch.nn.functional.layer_norm(low.float(), (TINY.hidden_size,), norm.weight, norm.bias, norm.eps).bfloat16()
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+
+
 def test_norm_clipping_with_a_fused_optimizer_under_bf16(tmp_path: Path) -> None:
     """Lightning refuses to clip for an optimizer that unscales by itself; bf16 has nothing to unscale."""
     import pytorch_lightning as L
