@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
@@ -67,7 +68,10 @@ class AutocastLayerNorm(nn.LayerNorm):
         device = hidden.device.type
         if not torch.is_autocast_enabled(device):
             return super().forward(hidden)
-        return super().forward(hidden.float()).to(torch.get_autocast_dtype(device))
+        # The parameters too: fsdp's bf16-mixed hands them over in bf16.
+        weight, bias = (None if p is None else p.float() for p in (self.weight, self.bias))
+        normalised = F.layer_norm(hidden.float(), self.normalized_shape, weight, bias, self.eps)
+        return normalised.to(torch.get_autocast_dtype(device))
 
 
 def swap_layer_norms(module: nn.Module, to: type[nn.LayerNorm]) -> None:

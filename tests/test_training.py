@@ -417,6 +417,12 @@ def test_layer_norm_keeps_the_residual_stream_in_the_autocast_dtype() -> None:
         out = norm(low)
     expected = torch.nn.functional.layer_norm(low.float(), (TINY.hidden_size,), norm.weight, norm.bias, norm.eps).bfloat16()
     assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+    # With bf16 parameters (fsdp's bf16-mixed casts them so), still normalised in float32.
+    norm.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = norm(low)
+    expected = torch.nn.functional.layer_norm(low.float(), (TINY.hidden_size,), norm.weight.float(), norm.bias.float(), norm.eps)
+    assert torch.equal(out, expected.bfloat16())
 
 
 def test_norm_clipping_with_a_fused_optimizer_under_bf16(tmp_path: Path) -> None:
