@@ -109,6 +109,8 @@ def build_classifier(pretrained_dir: Path, labels: list[str], dropout: float) ->
             attn_implementation="sdpa",
             local_files_only=True,
         )
+    # The residual stream in the autocast dtype, as in pretraining (see AutocastLayerNorm).
+    swap_layer_norms(model.bert, AutocastLayerNorm)
     # from_pretrained returns the model in eval mode, and Lightning keeps submodule modes as it finds them:
     # without this, dropout would stay off during finetuning.
     return model.train()

@@ -425,6 +425,30 @@ def test_layer_norm_keeps_the_residual_stream_in_the_autocast_dtype() -> None:
     assert torch.equal(out, expected.bfloat16())
 
 
+def test_finetuning_keeps_pretraining_s_residual_stream(workspace: dict[str, Path]) -> None:
+    from lightning_modules.model import AutocastLayerNorm, build_classifier
+
+    model = build_classifier(workspace["pretrained"], LABELS, dropout=0.1)
+    norms = [m for m in model.bert.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 1 + 2 * TINY.num_layers and all(type(m) is AutocastLayerNorm for m in norms)
+    assert model.training  # dropout on while finetuning
+
+
+@pytest.mark.slow
+def test_compiled_pretraining_trains_and_checkpoints_the_plain_module_s_names(workspace: dict[str, Path], tmp_path: Path) -> None:
+    # pretrain()'s GPU setting, with Inductor's CPU code here: the layers compile with the product's Inductor
+    # options, train, and leave checkpoints (and so resume and export) that name the parameters as before.
+    from lightning_modules.model import build_mlm
+
+    cfg = replace(TINY, max_steps=3, checkpoint_every_n_steps=3, compile=True)
+    metrics = pretrain(cfg, workspace["snapshot"], workspace["tokenizer"], tmp_path / "model", tmp_path / "ckpt",
+                       tmp_path / "m.json", tmp_path / "c.csv")
+    assert metrics["steps"] == 3 and np.isfinite(metrics["train_loss"])
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    plain = build_mlm(TINY, vocab_size=64, pad_token_id=0)
+    assert set(state) == {f"model.{name}" for name in plain.state_dict()}
+
+
 def test_norm_clipping_with_a_fused_optimizer_under_bf16(tmp_path: Path) -> None:
     """Lightning refuses to clip for an optimizer that unscales by itself; bf16 has nothing to unscale."""
     import pytorch_lightning as L
