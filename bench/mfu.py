@@ -41,6 +41,7 @@ from bench.common import CORPUS, RESULTS, save_result, write_snapshot  # noqa: E
 from lightning_modules.config import PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.data import IGNORE_INDEX, mlm_batch  # noqa: E402
 from lightning_modules.model import (  # noqa: E402
+    INDUCTOR_OPTIONS,
     build_mlm,
     compile_encoder_layers,
     encoder_flops_per_token,
@@ -53,7 +54,7 @@ from lightning_modules.train import _load_tokenizer, pretrain  # noqa: E402
 
 
 # Each changes one choice of the bare loop, which otherwise trains as `pretrain()` does on a GPU (layer-wise
-# compilation, fused AdamW, default kernels): together they say what each choice costs or would gain.
+# compilation with coordinate-descent tuning, fused AdamW, default kernels, the bf16 residual stream): together they say what each choice costs or would gain.
 ABLATIONS = {
     "unfused_adamw": {"fused": False},
     "deterministic_kernels": {"deterministic": True},
@@ -61,12 +62,12 @@ ABLATIONS = {
     "no_compile": {"compile": False},
     "dropout_0.1": {"dropout": 0.1},  # pretraining's default is none
     "batch_x2": {"batch_size_factor": 2},
-    "coordinate_descent_tuning": {"tuned": True},
+    "no_coordinate_descent_tuning": {"inductor": {"coordinate_descent_tuning": False}},
     # Inductor's own matmul kernels where they beat cuBLAS, with GELU and bias fused into them (minutes to compile).
-    "max_autotune": {"compile": "max-autotune-no-cudagraphs"},
+    "max_autotune": {"inductor": {"max_autotune": True}},
     "flash_attention_backend": {"attention": SDPBackend.FLASH_ATTENTION},  # instead of SDPA's pick (cuDNN on Hopper)
     # Each layer replayed as CUDA graphs (Inductor's cudagraph trees): fewer gaps between a step's ~1,000 kernels.
-    "cuda_graphs": {"compile": "reduce-overhead"},
+    "cuda_graphs": {"inductor": {"triton.cudagraphs": True}},
     # The embeddings and all 12 layers as two graphs, the mask still decided outside them (so attention keeps its
     # fused kernel): Inductor can then fuse across layer boundaries, such as the casts of the residual stream.
     "encoder_stack_compiled": {"compile": "stack"},
@@ -77,12 +78,14 @@ ABLATIONS = {
 
 
 def ablation_options(name: str) -> dict:
-    """The bare loop's keyword arguments for an ablation, or for several joined by `+` (applied left to right)."""
+    """The bare loop's keyword arguments for an ablation, or for several joined by `+` (applied left to right;
+    Inductor settings accumulate)."""
     options: dict = {}
     for part in name.split("+"):
         if part not in ABLATIONS:
             raise KeyError(f"unknown ablation {part!r}; known: {', '.join(ABLATIONS)}")
-        options.update(ABLATIONS[part])
+        for key, value in ABLATIONS[part].items():
+            options[key] = options.get(key, {}) | value if isinstance(value, dict) else value
     return options
 
 
@@ -127,20 +130,19 @@ def bare_loop(
     fused_qkv: bool = False,
     float32_residual: bool = False,
     batch_size_factor: int = 1,
-    tuned: bool = False,
+    inductor: dict | None = None,
     attention: SDPBackend | None = None,
     profile_path: Path | None = None,
 ) -> dict:
     """Tokens/s and MFU of forward + backward + clipping + AdamW on one fixed batch, timed by one sync at the end.
 
-    `compile`: None (as `cfg`), False, True or an Inductor mode (each layer on its own), "encoder" (the whole
-    BertModel, mask creation included) or "stack" (the embeddings, and the 12 layers as one graph). On a machine
-    without CUDA it runs on the CPU (for tests; no MFU there).
+    `compile`: None (as `cfg`), False, True (each layer on its own), "encoder" (the whole BertModel, mask
+    creation included) or "stack" (the embeddings, and the 12 layers as one graph); `inductor`: settings over
+    the product's INDUCTOR_OPTIONS. On a machine without CUDA it runs on the CPU (for tests; no MFU there).
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     synchronize = torch.cuda.synchronize if device == "cuda" else lambda: None
     torch._dynamo.reset()  # a fresh compilation for each variant, with static shapes
-    torch._inductor.config.coordinate_descent_tuning = tuned  # searches each Triton kernel's launch settings
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.manual_seed(0)
     compile = cfg.compile if compile is None else compile
@@ -150,13 +152,14 @@ def bare_loop(
         use_fused_qkv(model)
     if float32_residual:
         swap_layer_norms(model.bert, torch.nn.LayerNorm)
+    options = INDUCTOR_OPTIONS | (inductor or {})
     if compile == "encoder":  # the whole BertModel as one graph
-        model.bert.compile()
+        model.bert.compile(options=options)
     elif compile == "stack":
-        model.bert.embeddings.compile()
-        model.bert.encoder.compile()
+        model.bert.embeddings.compile(options=options)
+        model.bert.encoder.compile(options=options)
     elif compile:
-        compile_encoder_layers(model, mode=compile if isinstance(compile, str) else None)
+        compile_encoder_layers(model, inductor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
     ids = torch.randint(5, vocab_size, (cfg.batch_size, cfg.max_length))  # (batch, seq)
     targets = torch.rand(ids.shape) < cfg.mask_probability
@@ -193,7 +196,6 @@ def bare_loop(
             encoding="utf-8",
         )
     torch.use_deterministic_algorithms(False)
-    torch._inductor.config.coordinate_descent_tuning = False
     tokens_per_second = steps * ids.numel() / seconds
     flops = encoder_flops_per_token(model.config, cfg.max_length, cfg.mask_probability)
     peak = peak_flops(torch.cuda.get_device_name(), cfg.precision) if device == "cuda" else None

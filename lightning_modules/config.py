@@ -103,8 +103,9 @@ class PretrainConfig:
     dropout: float = 0.0
     """Dropout inside the encoder while pretraining (0: short-budget MLM recipes train better without it)."""
     compile: bool = False
-    """torch.compile each encoder layer (worth it on GPUs: `base` on an H200 trains 1.2x faster; compiling takes
-    seconds there, and minutes on a CPU, where it rarely pays)."""
+    """torch.compile each encoder layer (worth it on GPUs: `base` on an H200 trains 1.2x faster; compiling took
+    seconds there before the kernels' launch settings were tuned too (model.INDUCTOR_OPTIONS), and takes minutes
+    on a CPU, where it rarely pays)."""
     max_steps: int = 400
     """Optimizer steps in total; raising it and re-running resumes from the last checkpoint."""
     learning_rate: float = 1e-3

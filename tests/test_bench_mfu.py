@@ -35,16 +35,19 @@ def test_fused_qkv_attention_computes_what_transformers_computes() -> None:
 def test_ablations_combine_with_plus_and_unknown_names_are_refused() -> None:
     assert ablation_options("fused_qkv+batch_x2") == {"fused_qkv": True, "batch_size_factor": 2}
     assert ablation_options("no_compile+encoder_stack_compiled") == {"compile": "stack"}  # the later one wins
+    assert ablation_options("max_autotune+cuda_graphs") == {"inductor": {"max_autotune": True, "triton.cudagraphs": True}}
     with pytest.raises(KeyError, match="unknown ablation 'fused_qvk'"):
         ablation_options("fused_qkv+fused_qvk")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["none", "fused_qkv+encoder_stack_compiled", "whole_encoder_compiled+float32_residual_stream"])
+@pytest.mark.parametrize("name", ["none", "as_pretrain", "fused_qkv+encoder_stack_compiled",
+                                  "whole_encoder_compiled+float32_residual_stream+no_coordinate_descent_tuning"])
 def test_bare_loop_variants_train_on_the_cpu(name: str) -> None:
     # Compiled variants run Inductor's CPU code here: a variant that cannot even build fails on the CPU, not
     # minutes into a GPU session.
-    options = {"compile": False} if name == "none" else ablation_options(name)
+    special = {"none": {"compile": False}, "as_pretrain": {"compile": True}}
+    options = special[name] if name in special else ablation_options(name)
     figures = bare_loop(TINY, vocab_size=128, steps=2, warmup=1, **options)
     assert figures["tokens_per_second"] > 0 and figures["mfu"] is None  # no known peak on a CPU
     assert figures["graph_breaks"] == 0
