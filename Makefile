@@ -52,11 +52,12 @@ schedule: install  ## serve the scheduled lifecycle and the source watcher again
 bench-ops: install  ## a full and a no-change lifecycle run against a running Prefect server: wall times, overhead
 	$(BIN)/python -m bench.ops
 
-bench-train: install  ## pretraining throughput vs the HF Trainer, quality and bf16 numerics on the real corpus (README "Measured")
+bench-train: install  ## pretraining throughput vs the HF Trainer, quality, the bf16 stream's numerics and bytes (README "Measured")
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.residual_precision
+	$(BIN)/python -m bench.layer_bytes
 
 bench-gpu: install  ## on a CUDA machine: MFU of base in bf16, and pretrain + finetune quality with a GPU budget
 	$(BIN)/python -m bench.mfu

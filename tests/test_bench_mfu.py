@@ -57,3 +57,17 @@ def test_every_ablation_changes_a_known_option_of_the_bare_loop() -> None:
     parameters = set(bare_loop.__code__.co_varnames[: bare_loop.__code__.co_argcount])
     for name, options in ABLATIONS.items():
         assert options and set(options) <= parameters, name
+
+
+@pytest.mark.slow
+def test_the_bf16_residual_stream_moves_fewer_bytes_in_the_generated_kernels() -> None:
+    # bench.layer_bytes's figures rest on Inductor's byte count seeing each policy's dtypes: the float32 stream
+    # must cost the generated kernels (LayerNorm, residual adds, casts) more, and the matmuls nothing.
+    from bench.layer_bytes import count_layer_bytes
+    from bench.residual_precision import Float32LayerNorm
+
+    bf16 = count_layer_bytes(TINY, rows=2)
+    float32 = count_layer_bytes(TINY, rows=2, norm=Float32LayerNorm)
+    assert bf16["generated_kernels"] > 0 and bf16["library_kernels"] > 0
+    assert float32["generated_bytes"] > 1.15 * bf16["generated_bytes"]
+    assert float32["library_bytes"] == bf16["library_bytes"]
