@@ -14,8 +14,11 @@ Counts are exact functions of the shapes, so two batch sizes split them into a p
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch._inductor.metrics as inductor_metrics
+from torch._inductor.compile_fx import inductor_metrics_log as metrics_log
 from torch import nn
 
 from bench.common import save_result
@@ -23,6 +26,10 @@ from bench.mfu import use_fused_qkv
 from bench.residual_precision import Float32LayerNorm
 from lightning_modules.config import PretrainConfig
 from lightning_modules.model import INDUCTOR_OPTIONS, build_mlm, swap_layer_norms
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
+
 
 # Variants of the layer as pretrain() builds it (bf16 residual stream, Q, K and V as three matmuls).
 VARIANTS = {
@@ -49,14 +56,17 @@ def count_layer_bytes(cfg: PretrainConfig, rows: int, norm: type[nn.LayerNorm] |
     # The stream's dtype between layers is the policy's: float32 from a float32 LayerNorm, else bf16.
     stream = torch.float32 if norm is Float32LayerNorm else torch.bfloat16
     hidden = torch.randn(rows, cfg.max_length, cfg.dims()[0], dtype=stream, requires_grad=True)
-    # Inductor counts bytes only while its metrics log is on; a cached graph would skip the count.
+    # Inductor counts bytes only while its metrics log is on (its records, a screenful each, are dropped
+    # here); a cached graph would skip the count.
     torch._logging.set_logs(inductor_metrics=True)
+    metrics_log.addFilter(_drop)
     try:
         with torch._inductor.config.patch(force_disable_caches=True), torch.autocast("cpu", dtype=torch.bfloat16):
             output = layer(hidden)
             output = output[0] if isinstance(output, tuple) else output
             output.float().sum().backward()
     finally:
+        metrics_log.removeFilter(_drop)
         torch._logging.set_logs()
     generated = [count for node, count in inductor_metrics.nodes_num_elem if not node.is_extern()]
     extern = [count for node, count in inductor_metrics.nodes_num_elem if node.is_extern()]
