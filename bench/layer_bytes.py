@@ -18,18 +18,14 @@ import logging
 
 import torch
 import torch._inductor.metrics as inductor_metrics
-from torch._inductor.compile_fx import inductor_metrics_log as metrics_log
 from torch import nn
+from torch._inductor.compile_fx import inductor_metrics_log as metrics_log
 
 from bench.common import save_result
 from bench.mfu import use_fused_qkv
 from bench.residual_precision import Float32LayerNorm
 from lightning_modules.config import PretrainConfig
 from lightning_modules.model import INDUCTOR_OPTIONS, build_mlm, swap_layer_norms
-
-def _drop(record: logging.LogRecord) -> bool:
-    return False
-
 
 # Variants of the layer as pretrain() builds it (bf16 residual stream, Q, K and V as three matmuls).
 VARIANTS = {
@@ -38,6 +34,10 @@ VARIANTS = {
     "float32_residual_stream": {"norm": Float32LayerNorm},
     "fused_qkv": {"fused_qkv": True},
 }
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
 
 
 def count_layer_bytes(cfg: PretrainConfig, rows: int, norm: type[nn.LayerNorm] | None = None, fused_qkv: bool = False) -> dict:

@@ -54,7 +54,8 @@ from lightning_modules.train import _load_tokenizer, pretrain  # noqa: E402
 
 
 # Each changes one choice of the bare loop, which otherwise trains as `pretrain()` does on a GPU (layer-wise
-# compilation with coordinate-descent tuning, fused AdamW, default kernels, the bf16 residual stream): together they say what each choice costs or would gain.
+# compilation with coordinate-descent tuning, fused AdamW, default kernels, the bf16 residual stream): together
+# they say what each choice costs or would gain.
 ABLATIONS = {
     "unfused_adamw": {"fused": False},
     "deterministic_kernels": {"deterministic": True},

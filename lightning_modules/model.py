@@ -82,7 +82,8 @@ def swap_layer_norms(module: nn.Module, to: type[nn.LayerNorm]) -> None:
 
 
 # Inductor settings for compiled layers. Coordinate-descent tuning tries each generated Triton kernel's launch
-# settings once, while compiling: a `base` step on an H200 took 97.0 ms instead of 97.9 (bench.mfu's ablation).
+# settings once, while compiling, and keeps the defaults unless others measure faster: a `base` step on an H200
+# took 97.0 ms instead of 97.9 (bench.mfu's ablation; inside the run-to-run spread).
 INDUCTOR_OPTIONS = {"coordinate_descent_tuning": True}
 
 
