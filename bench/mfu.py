@@ -143,6 +143,9 @@ def bare_loop(
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     synchronize = torch.cuda.synchronize if device == "cuda" else lambda: None
+    if device == "cuda":  # each variant's own peak memory: the headroom for a larger batch
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     torch._dynamo.reset()  # a fresh compilation for each variant, with static shapes
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.manual_seed(0)
@@ -202,7 +205,8 @@ def bare_loop(
     peak = peak_flops(torch.cuda.get_device_name(), cfg.precision) if device == "cuda" else None
     return {"tokens_per_second": round(tokens_per_second, 1), "step_ms": round(1000 * seconds / steps, 2),
             "mfu": round(tokens_per_second * flops / peak, 4) if peak else None,
-            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()) - breaks_before}
+            "graph_breaks": sum(torch._dynamo.utils.counters["graph_break"].values()) - breaks_before,
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 1) if device == "cuda" else None}
 
 
 def main() -> None:
@@ -272,7 +276,10 @@ def main() -> None:
     save_result("mfu_bare" if metrics is None else "mfu", result)
     print()
     for name, figures in {"bare loop as pretrain() runs": bare, **ablations}.items():
-        shown = f"{figures['mfu']:.2%} MFU, {figures['step_ms']} ms a step" if "error" not in figures else figures["error"][:100]
+        if "error" in figures:
+            shown = figures["error"][:100]
+        else:
+            shown = f"{figures['mfu']:.2%} MFU, {figures['step_ms']} ms a step, {figures['peak_memory_gb']} GB at peak"
         print(f"{name:<56} {shown}")
     if metrics is not None:
         print(f"pipeline: MFU {metrics['mfu']:.2%}, {metrics['tokens_per_second']:,.0f} tokens/s")
