@@ -15,6 +15,7 @@ Counts are exact functions of the shapes, so two batch sizes split them into a p
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 import torch._inductor.metrics as inductor_metrics
@@ -33,6 +34,9 @@ VARIANTS = {
     # CUDA autocast's LayerNorm hands float32 on (emulated here: the CPU's autocast hands bf16 on).
     "float32_residual_stream": {"norm": Float32LayerNorm},
     "fused_qkv": {"fused_qkv": True},
+    # Two layers compiled as one graph (bench.mfu's encoder_stack_compiled), counted per layer: what fusion
+    # across a layer boundary saves.
+    "encoder_stack_compiled": {"stacked": True},
 }
 
 
@@ -40,30 +44,36 @@ def _drop(record: logging.LogRecord) -> bool:
     return False
 
 
-def count_layer_bytes(cfg: PretrainConfig, rows: int, norm: type[nn.LayerNorm] | None = None, fused_qkv: bool = False) -> dict:
+def count_layer_bytes(
+    cfg: PretrainConfig, rows: int, norm: type[nn.LayerNorm] | None = None, fused_qkv: bool = False, stacked: bool = False
+) -> dict:
     """Bytes and kernels of one encoder layer's forward and backward under bf16 autocast, for `rows` rows of
-    `cfg.max_length` tokens: those of Inductor's generated kernels and those of library ("extern") kernels."""
+    `cfg.max_length` tokens: those of Inductor's generated kernels and those of library ("extern") kernels.
+    `stacked`: two layers compiled as one graph, counted per layer."""
     torch._dynamo.reset()
     inductor_metrics.reset()
     torch.manual_seed(0)
+    hidden_size, _, heads, intermediate = cfg.dims()
+    layers = 2 if stacked else 1
+    cfg = replace(cfg, size="custom", hidden_size=hidden_size, num_layers=layers, num_heads=heads,
+                  intermediate_size=intermediate)
     model = build_mlm(cfg, vocab_size=64, pad_token_id=0).train()
     if norm is not None:
         swap_layer_norms(model.bert, norm)
     if fused_qkv:
         use_fused_qkv(model)
-    layer = model.bert.encoder.layer[0]
+    layer = model.bert.encoder if stacked else model.bert.encoder.layer[0]
     layer.compile(dynamic=False, options=INDUCTOR_OPTIONS)
     # The stream's dtype between layers is the policy's: float32 from a float32 LayerNorm, else bf16.
     stream = torch.float32 if norm is Float32LayerNorm else torch.bfloat16
-    hidden = torch.randn(rows, cfg.max_length, cfg.dims()[0], dtype=stream, requires_grad=True)
+    hidden = torch.randn(rows, cfg.max_length, hidden_size, dtype=stream, requires_grad=True)
     # Inductor counts bytes only while its metrics log is on (its records, a screenful each, are dropped
     # here); a cached graph would skip the count.
     torch._logging.set_logs(inductor_metrics=True)
     metrics_log.addFilter(_drop)
     try:
         with torch._inductor.config.patch(force_disable_caches=True), torch.autocast("cpu", dtype=torch.bfloat16):
-            output = layer(hidden)
-            output = output[0] if isinstance(output, tuple) else output
+            output = layer(hidden)[0]  # a layer's tuple, the encoder's ModelOutput
             output.float().sum().backward()
     finally:
         metrics_log.removeFilter(_drop)
@@ -71,8 +81,8 @@ def count_layer_bytes(cfg: PretrainConfig, rows: int, norm: type[nn.LayerNorm] |
     generated = [count for node, count in inductor_metrics.nodes_num_elem if not node.is_extern()]
     extern = [count for node, count in inductor_metrics.nodes_num_elem if node.is_extern()]
     # nodes_num_elem holds bytes // 4.
-    return {"generated_bytes": 4 * sum(generated), "generated_kernels": len(generated),
-            "library_bytes": 4 * sum(extern), "library_kernels": len(extern)}
+    return {"generated_bytes": 4 * sum(generated) // layers, "generated_kernels": len(generated) // layers,
+            "library_bytes": 4 * sum(extern) // layers, "library_kernels": len(extern) // layers}
 
 
 def per_step(cfg: PretrainConfig, rows: int = 128, layers: int = 12, **variant) -> dict:
