@@ -38,6 +38,7 @@ from transformers.models.bert.modeling_bert import (  # noqa: E402
 )
 
 from bench.common import CORPUS, RESULTS, save_result, write_snapshot  # noqa: E402
+from bench.residual_precision import Float32LayerNorm  # noqa: E402
 from lightning_modules.config import PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.data import IGNORE_INDEX, mlm_batch  # noqa: E402
 from lightning_modules.model import (  # noqa: E402
@@ -155,7 +156,7 @@ def bare_loop(
     if fused_qkv:
         use_fused_qkv(model)
     if float32_residual:
-        swap_layer_norms(model.bert, torch.nn.LayerNorm)
+        swap_layer_norms(model.bert, Float32LayerNorm)  # as CUDA autocast runs nn.LayerNorm, on any device
     options = INDUCTOR_OPTIONS | (inductor or {})
     if compile == "encoder":  # the whole BertModel as one graph
         model.bert.compile(options=options)
