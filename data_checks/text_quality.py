@@ -22,21 +22,20 @@ that repeat a 5-gram at all.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from data_checks.config import need
-from data_checks.io import DoclifeError
 from data_checks.rulebook import QUARANTINE, WARN, RowRule
+from data_checks.text_arrays import (
+    DIGIT, HASH_BASE, SCRIPT_ID, SCRIPTS, SPACE, TERMINAL, WORD, Tokens, char_tables, code_points, doc_keys,
+    english_tokens, find_all, member_table, repeats, segment_sums, shifted, span_hash,
+)
 
 PROFILES = ("long", "short")
 
-SCRIPTS = ("han", "latin", "kana", "hangul", "cyrillic", "arabic", "greek", "hebrew", "devanagari", "thai", "other")
-_SCRIPT_ID = {name: i + 1 for i, name in enumerate(SCRIPTS)}  # 0 = not a letter
 LANGUAGE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "zh": ("han",), "ja": ("han", "kana"), "ko": ("hangul", "han"), "th": ("thai",),
     "ru": ("cyrillic",), "uk": ("cyrillic",), "bg": ("cyrillic",), "sr": ("cyrillic", "latin"), "kk": ("cyrillic",),
@@ -50,13 +49,7 @@ DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
 CHAR_NGRAMS = (5, 10)
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-# Sentence-final marks: FineWeb's line-end test and the sentence splitter (spaCy's sentencizer set, common part).
-TERMINAL = ".!?。！？｡．﹒﹖﹗‼‽⁇⁈⁉։؟۔܀܁܂।॥။።፧፨᙮᠃᠉"
 _C4_END = ".?!\"'"
-# spaCy English keeps these abbreviations whole, so their period ends no sentence.
-_ABBREVIATIONS = ("Adm Ak Ala Apr Ariz Ark Aug Bros Calif Co Colo Conn Corp Dec Del Dr Feb Fla Ga Gen Gov Ia Id Ill "
-                  "Inc Ind Jan Jr Jul Jun Kan Kans Ky La Ltd Mar Mass Md Messrs Mich Minn Miss Mo Mont Mr Mrs Ms Mt "
-                  "Neb Nebr Nev Nov Oct Okla Ore Pa Prof Rep Rev Sen Sep Sept St Tenn Va Wash Wis co vs").split()
 
 MEASURES = (
     "chars", "words", "mean_word_length", "hash_per_word", "ellipsis_per_word", "bullet_lines_frac",
@@ -97,92 +90,6 @@ class TextQualityConfig:
         need(self.chunk_chars >= 1, section, f"chunk_chars must be >= 1, got {self.chunk_chars}")
 
 
-# --- character classes ------------------------------------------------------------------------------
-
-SPACE, WORD, ALPHA, DIGIT, PUNCT, SYMBOL_SO, UPPER, LOWER = (1 << i for i in range(8))
-_SCRIPT_RANGES = {
-    "han": [(0x2E80, 0x2FDF), (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303B), (0x3100, 0x312F),
-            (0x31A0, 0x31BF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF)],
-    "latin": [(0x41, 0x5A), (0x61, 0x7A), (0xAA, 0xAA), (0xBA, 0xBA), (0xC0, 0x2AF), (0x1D00, 0x1DBF),
-              (0x1E00, 0x1EFF), (0x2C60, 0x2C7F), (0xA720, 0xA7FF), (0xAB30, 0xAB6F), (0xFB00, 0xFB06),
-              (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)],
-    "kana": [(0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F)],
-    "hangul": [(0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xFFA0, 0xFFDC)],
-    "cyrillic": [(0x400, 0x52F), (0x1C80, 0x1C8F), (0x2DE0, 0x2DFF), (0xA640, 0xA69F)],
-    "arabic": [(0x600, 0x6FF), (0x750, 0x77F), (0x8A0, 0x8FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF)],
-    "greek": [(0x370, 0x3FF), (0x1F00, 0x1FFF)],
-    "hebrew": [(0x590, 0x5FF), (0xFB1D, 0xFB4F)],
-    "devanagari": [(0x900, 0x97F)],
-    "thai": [(0xE00, 0xE7F)],
-}
-
-
-@lru_cache(maxsize=1)
-def _tables() -> tuple[np.ndarray, np.ndarray]:
-    """(flags uint16, script uint8) indexed by code point; planes 4-16 hold no letters and stay 0."""
-    limit = 0x40000
-    cats = [unicodedata.category(chr(i)) for i in range(limit)]
-    bits = {"L": WORD | ALPHA, "N": WORD, "M": WORD, "P": PUNCT}
-    flags = np.zeros(0x110000, np.uint16)
-    flags[:limit] = [bits.get(c[0], 0) | (DIGIT if c == "Nd" else 0) | (SYMBOL_SO if c == "So" else 0)
-                     | (UPPER if c in ("Lu", "Lt") else 0) | (LOWER if c == "Ll" else 0) for c in cats]
-    spaces = [i for i in range(0x3001) if chr(i).isspace()] + [0]  # NUL separates the texts of a chunk
-    flags[spaces] = SPACE
-    script = np.zeros(0x110000, np.uint8)
-    letters = (flags & ALPHA) != 0
-    script[letters] = _SCRIPT_ID["other"]
-    for name, ranges in _SCRIPT_RANGES.items():
-        for lo, hi in ranges:
-            part = slice(lo, hi + 1)
-            script[part] = np.where(letters[part], _SCRIPT_ID[name], script[part])
-    return flags, script
-
-
-def _codes(chars: str) -> np.ndarray:
-    return np.array([ord(c) for c in chars], np.uint32)
-
-
-@lru_cache(maxsize=32)
-def _member(chars: str) -> np.ndarray:
-    """Lookup table: code point -> is it one of `chars` (indexing beats np.isin on long arrays)."""
-    table = np.zeros(0x110000, bool)
-    table[_codes(chars)] = True
-    return table
-
-
-def _sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sum of values over each segment values[starts[k]:starts[k+1]] (every segment non-empty)."""
-    if values.dtype == bool:  # counting in int32 is about ten times faster than in int64
-        return np.add.reduceat(values.view(np.uint8), starts, dtype=np.int32).astype(np.int64)
-    return np.add.reduceat(values, starts)
-
-
-def _shift(a: np.ndarray, k: int, fill) -> np.ndarray:
-    """a moved k places right (k > 0: out[i] = a[i-k]) or left (k < 0), the gap filled with `fill`."""
-    out = np.empty_like(a)
-    if k > 0:
-        out[:k], out[k:] = fill, a[:-k]
-    else:
-        out[k:], out[:k] = fill, a[-k:]
-    return out
-
-
-_P1, _P2 = np.uint64(0x100000001B3), np.uint64(0x9E3779B97F4A7C15)
-
-
-def _span_hash(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """64-bit polynomial hash (wrapping arithmetic) of each run values[starts[k]:starts[k+1]]."""
-    lengths = np.diff(np.append(starts, values.size))
-    offsets = np.arange(values.size) - np.repeat(starts, lengths)
-    with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(max(int(lengths.max(initial=1)), 1), _P1, np.uint64))
-        powers = np.concatenate(([np.uint64(1)], powers[:-1]))  # P**0, P**1, ... (mod 2**64)
-        if not starts.size:
-            return starts.astype(np.uint64)
-        h = np.add.reduceat((values.astype(np.uint64) + np.uint64(1)) * powers[offsets], starts)
-        return h * _P2 + lengths.astype(np.uint64)
-
-
 # --- the measures -----------------------------------------------------------------------------------
 
 
@@ -213,7 +120,7 @@ def measure_text(text: pd.Series, cfg: TextQualityConfig | None = None) -> pd.Da
 
 
 def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
-    flags_of, script_of = _tables()
+    flags_of, script_of = char_tables()
     n_docs = len(texts)
     big = "\x00" + "\x00".join(texts) + "\x00"
     cp = np.frombuffer(big.encode("utf-32-le"), np.uint32)
@@ -223,12 +130,12 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
     doc[0] = 0  # the leading NUL counts with the first text (it is a space, so it changes no measure)
     f = flags_of[cp]
     space, word = (f & SPACE) != 0, (f & WORD) != 0
-    alpha, digit, punct = (f & ALPHA) != 0, (f & DIGIT) != 0, (f & PUNCT) != 0
+    digit = (f & DIGIT) != 0
     other = ~space & ~word
     m: dict[str, np.ndarray] = {}
 
     def per_doc(values: np.ndarray) -> np.ndarray:
-        return _sums(values, off)
+        return segment_sums(values, off)
 
     chars = per_doc(~space)
     m["chars"] = chars
@@ -239,17 +146,17 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
         m["digit_frac"] = per_doc(digit) / chars
         scr = script_of[cp]
         letters = per_doc(scr > 0)
-        han, latin = per_doc(scr == _SCRIPT_ID["han"]), per_doc(scr == _SCRIPT_ID["latin"])
+        han, latin = per_doc(scr == SCRIPT_ID["han"]), per_doc(scr == SCRIPT_ID["latin"])
         m["han_frac"], m["latin_frac"] = han / letters, latin / letters
         m["other_letter_frac"] = (letters - han - latin) / letters
         allowed = np.zeros(len(SCRIPTS) + 1, bool)
         allowed[0] = True
         for code in cfg.languages:
-            allowed[[_SCRIPT_ID[s] for s in LANGUAGE_SCRIPTS[code]]] = True
+            allowed[[SCRIPT_ID[s] for s in LANGUAGE_SCRIPTS[code]]] = True
         m["foreign_script_frac"] = per_doc(~allowed[scr]) / letters if cfg.languages else np.zeros(n_docs)
 
     # Longest run of one repeated non-space character, over all / letter-digit / other characters.
-    run_start = np.flatnonzero(cp != _shift(cp, 1, np.uint32(0xFFFFFFFF)))
+    run_start = np.flatnonzero(cp != shifted(cp, 1, np.uint32(0xFFFFFFFF)))
     run_len = np.diff(np.append(run_start, cp.size)).astype(np.int32)
     run_doc = doc[run_start]
     doc_runs = np.minimum(np.searchsorted(run_doc, np.arange(n_docs)), run_start.size - 1)
@@ -264,7 +171,7 @@ def _measure_chunk(texts: list[str], cfg: TextQualityConfig) -> np.ndarray:
         m["url_char_frac"] = np.bincount(doc[urls[0]], weights=urls[1] - urls[0], minlength=n_docs) / chars
         m["email_char_frac"] = _email_chars(big, cp, f, doc, n_docs) / chars
 
-    tok = _tokens(big, cp, f, space, word, other, urls)
+    tok = english_tokens(big, cp, f, space, word, other, urls)
     _word_measures(m, tok, cp, doc, off, lengths, n_docs, big)
     _line_measures(m, texts, tok, big, cp, f, space, doc, off, lengths, n_docs)
     _char_ngrams(m, cp, word, doc, per_doc(word) > 0, n_docs)
@@ -278,20 +185,10 @@ _EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 
 
-def _find_all(big: str, needle: str, step: int = 1) -> np.ndarray:
-    """Start positions of `needle` in `big` (the next search starts `step` after a hit); str.find skips
-    ahead far faster than a regex scan."""
-    found, at = [], big.find(needle)
-    while at >= 0:
-        found.append(at)
-        at = big.find(needle, at + step)
-    return np.array(found, np.int64)
-
-
 def _url_spans(big: str) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of URLs, matched only where "://" or "www." occurs."""
     spans = {}
-    for at in _find_all(big, "://").tolist():
+    for at in find_all(big, "://").tolist():
         for back in (5, 4, 3):
             hit = _URL.match(big, max(at - back, 0))
             if hit and hit.start() not in spans:
@@ -299,7 +196,7 @@ def _url_spans(big: str) -> tuple[np.ndarray, np.ndarray]:
                 break
     found = np.array(sorted(spans), np.int64)
     found_end = np.array([spans[k] for k in found.tolist()], np.int64)
-    for at in _find_all(big, "www.").tolist():
+    for at in find_all(big, "www.").tolist():
         k = np.searchsorted(found, at, side="right") - 1
         if k >= 0 and found_end[k] > at:  # inside an http(s):// URL already
             continue
@@ -324,191 +221,20 @@ def _count_matches(pattern: re.Pattern, big: str, doc: np.ndarray, n_docs: int) 
     return np.bincount(doc[s[inside]], minlength=n_docs)
 
 
-
 def _email_chars(big: str, cp: np.ndarray, f: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
     # Scanning from "@" is far faster than from every letter; the local part is the run of
     # [word . _ + -] characters just before it.
     s, e = _match_positions(_EMAIL_DOMAIN, big)
     if not s.size:
         return np.zeros(n_docs)
-    local_ok = ((f & WORD) != 0) | _member("._+-")[cp]
+    local_ok = ((f & WORD) != 0) | member_table("._+-")[cp]
     breaks = np.flatnonzero(~local_ok)
     local_start = breaks[np.searchsorted(breaks, s) - 1] + 1  # s itself is "@", never a local character
     keep = local_start < s
     return np.bincount(doc[s[keep]], weights=(e - local_start)[keep], minlength=n_docs)
 
 
-@dataclass
-class _Tokens:
-    start: np.ndarray  # first character of each token (positions in the chunk array)
-    length: np.ndarray
-    hash: np.ndarray  # uint64 identity of the token text
-    doc: np.ndarray
-    words: np.ndarray  # bool: has a letter, digit or mark (Gopher's "non-symbol word")
-    alpha: np.ndarray  # bool: has a letter
-    is_punct: np.ndarray  # bool: every character is punctuation (spaCy's is_punct)
-    stop: np.ndarray  # bool: ends a sentence (a one-character sentence mark)
-    nonspace: np.ndarray  # positions of the non-space characters
-
-
-@lru_cache(maxsize=2)
-def _word_hashes(words: tuple[str, ...]) -> np.ndarray:
-    codes = np.concatenate([_codes(w) for w in words])
-    return _span_hash(codes, np.concatenate(([0], np.cumsum([len(w) for w in words])[:-1])))
-
-
-def _letters_before(ends: np.ndarray, cp: np.ndarray, breaks: np.ndarray, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """For positions `ends` right after a run of letters: (ends, run starts) of the runs spelling one of
-    `words`; `breaks` holds -1 and the positions of all non-letters."""
-    begin = breaks[np.searchsorted(breaks, ends - 1) - 1] + 1
-    short = (ends - begin <= max(map(len, words))) & (ends > begin)
-    ends, begin = ends[short], begin[short]
-    if not ends.size:
-        return ends, begin
-    lengths = ends - begin
-    chars = cp[np.repeat(begin - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())]
-    hit = np.isin(_span_hash(chars, np.cumsum(lengths) - lengths), _word_hashes(words))
-    return ends[hit], begin[hit]
-
-
-# spaCy's prefix/suffix punctuation: split off at the edges of a whitespace-separated chunk. Other marks
-# (. - / @ ^ | \\ ~) stick to the letters beside them unless an infix rule splits them.
-_STRIPPED = ("…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪" "'\"”“`‘´’‚„»«「」『』（）〔〕【】《》〈〉⟦⟧"
-             "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿§%=—–+")
-_UNITS = tuple("km m dm cm mm ha nm yd in ft kg g mg lb oz kmh mph hPa Pa mbar mb MB kb KB gb GB tb TB T G M K".split())
-
-
-def _tokens(big: str, cp: np.ndarray, f: np.ndarray, space, word, other, urls) -> _Tokens:
-    """English tokens the way spaCy's tokenizer splits them, as array operations.
-
-    Within a whitespace-separated chunk, prefix/suffix punctuation (brackets, quotes, commas, !?#&...) is
-    a token of its own at the chunk's edges; letters, digits and the other marks run together into one
-    token, except where spaCy's infix rules split (1-2, well-known, and/or, a,b, lower.Upper, "...").
-    A final period splits off after a lower-case letter, digit or two capitals, but not in dotted
-    abbreviations (U.S., e.g.) or spaCy's abbreviation list (Mr., Inc.); "n't" and "'s 'd 'm 're 'll
-    've" are split off; units split from a number (110m, 4G); URLs stay whole.
-    """
-    n = cp.size
-    alpha, digit = (f & ALPHA) != 0, (f & DIGIT) != 0
-    strip_all = other & (_member(_STRIPPED)[cp] | ((f & SYMBOL_SO) != 0))
-    start = ~space
-    start[1:] &= space[:-1] | strip_all[1:] | strip_all[:-1]
-    start[0] = ~space[0]
-    # Every rule below concerns a mark, so it is evaluated at the marks only (P); neighbours are looked up
-    # around them. The chunk starts and ends with NUL, so P-k and P+k stay on the right text.
-    P = np.flatnonzero(other)
-    near = {k: np.clip(P + k, 0, n - 1) for k in (-2, -1, 1, 2, 3)}
-
-    def c(k=0):
-        return cp[P] if k == 0 else cp[near[k]]
-
-    def has(bit, k):
-        return (f[near[k]] & bit) != 0
-
-    c0, sp = c(), {k: space[near[k]] for k in (-2, -1, 1)}
-    strip = strip_all[P]
-    pw, nw, na = has(WORD, -1), has(WORD, 1), has(ALPHA, 1)
-    edge_before, edge_after = sp[-1] | strip_all[near[-1]], sp[1] | strip_all[near[1]]
-    infix = pw & nw
-    dot, hyphen = c0 == 46, _member("-–—~")[c0]
-    prev_hyphen, next_hyphen = _member("-–—~")[c(-1)], _member("-–—~")[c(1)]
-    split = ((_member("+-*^")[c0] & has(DIGIT, -1) & has(DIGIT, 1))
-             | (dot & has(LOWER, -1) & has(UPPER, 1))
-             | ((c0 == 44) & has(ALPHA, -1) & na)
-             | (_member(":<>=/")[c0] & pw & na)
-             | (hyphen & ~prev_hyphen & pw & (na | (next_hyphen & has(ALPHA, 2)))))
-    split_end = hyphen & prev_hyphen & na  # "x--y": the hyphens are one token
-    start[P[split]] = True
-    start[P[(split & ~next_hyphen) | split_end] + 1] = True
-    # Apostrophes: "dog's", "do|n't" split off a suffix; a chunk starting "'s 'd 'll 're" is one token.
-    apos = _member("'’")[c0]
-    n1, n2 = c(1), c(2)
-    one, two = ~has(WORD, 2), ~has(WORD, 3)
-    suffix = apos & pw & ((_member("sSdDmM")[n1] & one) | (_member("rRvVlL")[n1] & _member("eElL")[n2] & two))
-    nt = apos & infix & _member("nN")[c(-1)] & _member("tT")[n1] & one & has(WORD, -2)
-    lead = apos & sp[-1] & ((_member("sSdD")[n1] & one) | (_member("rRlL")[n1] & _member("eElL")[n2] & two))
-    pair = (c0 == 39) & (n1 == 39)  # two apostrophes are one token
-    start[P[pair] + 1] = False
-    join = infix & ~split & ~(suffix | nt)
-    start[P[join]] = False
-    start[P[join | suffix | nt | lead] + 1] = False
-    start[P[suffix]] = True
-    start[P[nt]] = False
-    start[P[nt] - 1] = True
-    # Periods: ".." runs are one token; a final period splits off unless it belongs to an abbreviation.
-    prev_dot, next_dot = c(-1) == 46, n1 == 46
-    run = dot & (prev_dot | next_dot)
-    start[P[run & prev_dot]] = False
-    start[P[run & ~next_dot & ~sp[1]] + 1] = True
-    start[P[run & ~prev_dot]] = True
-    final = dot & ~run & edge_after
-    p_low, p_up = has(LOWER, -1), has(UPPER, -1)
-    splits = final & (p_low | has(DIGIT, -1) | _member("%²-+")[c(-1)] | strip_all[near[-1]] | (p_up & has(UPPER, -2)))
-    splits &= ~(has(ALPHA, -1) & (c(-2) == 46)) & ~(p_low & (sp[-2] | strip_all[near[-2]]))
-    breaks = np.concatenate(([-1], np.flatnonzero(~alpha)))
-    abbreviations, _ = _letters_before(P[final & has(ALPHA, -1)], cp, breaks, tuple(_ABBREVIATIONS))
-    splits[np.searchsorted(P, abbreviations)] = False
-    start[P[splits]] = True
-    # Sticky marks (and periods that did not split) join whatever touches them inside the chunk.
-    sticky = ~strip & ~(dot & (run | splits)) & ~split & ~split_end
-    start[P[sticky & ~edge_before]] = False
-    start[P[sticky & ~edge_after] + 1] = False
-    start[P[split_end] + 1] = True
-    # Units after a number: "110m" is "110" + "m".
-    unit_begin = np.flatnonzero(alpha[1:] & digit[:-1]) + 1
-    unit_end = breaks[np.searchsorted(breaks, unit_begin)]
-    unit_end = unit_end[~word[unit_end]]
-    _, begins = _letters_before(unit_end, cp, breaks, _UNITS)
-    start[begins[digit[begins - 1]]] = True
-    us, ue = urls
-    if us.size:  # URLs: one token each
-        cover = np.zeros(n + 1, np.int64)
-        np.add.at(cover, us + 1, 1)
-        np.add.at(cover, ue, -1)
-        start[np.cumsum(cover)[:-1] > 0] = False
-        start[us] = True
-    start &= ~space
-
-    nz = np.flatnonzero(~space)
-    compact_starts = np.flatnonzero(start[nz])  # token starts among the non-space characters
-    starts = nz[compact_starts]
-    length = np.diff(np.append(compact_starts, nz.size))
-
-    def any_in_token(mask: np.ndarray) -> np.ndarray:
-        return _sums(mask[nz], compact_starts) > 0 if starts.size else np.zeros(0, bool)
-
-    words, alpha_t, not_p = any_in_token(word), any_in_token(alpha), any_in_token((f & PUNCT) == 0)
-    stop = (length == 1) & _member(TERMINAL)[cp[starts]]
-    return _Tokens(starts, length, _span_hash(cp[nz], compact_starts), np.zeros(0), words, alpha_t, ~not_p, stop, nz)
-
-
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _repeats(keys: np.ndarray) -> np.ndarray:
-    """True where the same key occurred at an earlier position (what pandas' duplicated() says, but a
-    sort is several times faster than hashing millions of random 64-bit keys)."""
-    out = np.zeros(keys.size, bool)
-    if keys.size < 2:
-        return out
-    order = np.argsort(keys)
-    ordered = keys[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    repeated = np.diff(np.append(starts, keys.size)) > 1
-    if not repeated.any():
-        return out
-    in_group = np.repeat(repeated, np.diff(np.append(starts, keys.size)))
-    out[order[in_group]] = True
-    out[np.minimum.reduceat(order, starts)[repeated]] = False  # the first occurrence is no repeat
-    return out
-
-
-def _doc_keys(g: np.ndarray, d: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return g ^ (d.astype(np.uint64) * _GOLD)
-
-
-def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str) -> None:
+def _word_measures(m, tok: Tokens, cp, doc, off, lengths, n_docs: int, big: str) -> None:
     """Gopher quality (word based) and Gopher repetition (n-gram based) measures."""
     d = tok.doc = doc[tok.start]
     n_tok = np.bincount(d, minlength=n_docs)
@@ -517,14 +243,14 @@ def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str
         per_tok = np.where(n_tok > 0, 1.0 / np.maximum(n_tok, 1), np.nan)
         m["words"] = n_words
         m["mean_word_length"] = np.bincount(d, weights=tok.length * tok.words, minlength=n_docs) / n_words
-        m["hash_per_word"] = _sums(cp == 35, off) * per_tok
-        ellipses = np.concatenate((_find_all(big, "...", step=3), _find_all(big, "…")))  # as str.count counts
+        m["hash_per_word"] = segment_sums(cp == 35, off) * per_tok
+        ellipses = np.concatenate((find_all(big, "...", step=3), find_all(big, "…")))  # as str.count counts
         m["ellipsis_per_word"] = np.bincount(doc[ellipses], minlength=n_docs) * per_tok
         m["alpha_words_frac"] = np.bincount(d, weights=tok.alpha, minlength=n_docs) * per_tok
-        m["newline_per_word"] = _sums(cp == 10, off) * per_tok
+        m["newline_per_word"] = segment_sums(cp == 10, off) * per_tok
     # Distinct stop words, matched case-sensitively as Gopher does.
-    sw = np.concatenate([_codes(w) for w in STOP_WORDS])
-    sw_hash = _span_hash(sw, np.concatenate(([0], np.cumsum([len(w) for w in STOP_WORDS])[:-1])))
+    sw = np.concatenate([code_points(w) for w in STOP_WORDS])
+    sw_hash = span_hash(sw, np.concatenate(([0], np.cumsum([len(w) for w in STOP_WORDS])[:-1])))
     hit = np.flatnonzero(np.isin(tok.hash, sw_hash))
     pairs = np.unique(d[hit].astype(np.int64) * 16 + np.searchsorted(np.sort(sw_hash), tok.hash[hit]))
     m["stop_words"] = np.bincount(pairs // 16, minlength=n_docs)
@@ -543,7 +269,7 @@ def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str
         size = max(T - n + 1, 0)
         idx = np.flatnonzero(d[:size] == d[n - 1:n - 1 + size])
         if n == 2:  # a text repeats no longer n-gram unless it repeats a bigram
-            rep = _repeats(_doc_keys(g[idx], d[idx]))
+            rep = repeats(doc_keys(g[idx], d[idx]))
             candidates[d[idx[rep]]] = True
         if n in TOP_NGRAMS:
             top = np.full(n_docs, np.nan)
@@ -556,7 +282,7 @@ def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str
             m[f"top_{n}gram_char_frac"] = top / lengths
         if n == DUP_NGRAMS[0]:
             sel = idx[candidates[d[idx]]]
-            rep = _repeats(_doc_keys(g[sel], d[sel]))
+            rep = repeats(doc_keys(g[sel], d[sel]))
             dup_docs = np.unique(d[sel[rep]])
     # Gopher's greedy duplicate n-gram scan, only where some 5-gram repeats.
     dup = np.zeros((len(DUP_NGRAMS), n_docs))
@@ -572,7 +298,7 @@ def _word_measures(m, tok: _Tokens, cp, doc, off, lengths, n_docs: int, big: str
 def _top_repeated(top: np.ndarray, keys, docs, pos, clen) -> None:
     """Gopher's top n-gram (most frequent; ties go to the first seen) char count, for texts with repeats."""
     # factorize numbers the (text, n-gram) groups in order of first occurrence, so no sort is needed.
-    codes = pd.factorize(_doc_keys(keys, docs))[0]
+    codes = pd.factorize(doc_keys(keys, docs))[0]
     counts = np.bincount(codes)
     first = np.flatnonzero(codes > np.maximum.accumulate(np.concatenate(([-1], codes[:-1]))))
     gdoc = docs[first]  # ascending: texts come in order
@@ -603,10 +329,10 @@ _PARAGRAPH = re.compile(r"\n{2,}")
 _NEWLINES = re.compile(r"\n+")
 
 
-def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths, n_docs: int) -> None:
+def _line_measures(m, texts, tok: Tokens, big, cp, f, space, doc, off, lengths, n_docs: int) -> None:
     """Gopher's bullet/ellipsis line shares, C4's line filter, FineWeb's line rules, duplicate lines."""
     # Lines as str.splitlines() cuts them; the NUL after each text closes its last line. \r\n is one break.
-    brk = _member(_BREAKS)[cp]
+    brk = member_table(_BREAKS)[cp]
     brk[np.flatnonzero(cp[:-1] == 13) + 1] &= cp[np.flatnonzero(cp[:-1] == 13) + 1] != 10
     line_end = np.flatnonzero(brk | (cp == 0))  # position of the break (or NUL) closing each line
 
@@ -635,18 +361,18 @@ def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths,
     ends_in_break = np.zeros(n_docs, bool)
     nonempty = lengths > 0
     ends_in_break[nonempty] = brk[off[nonempty] + lengths[nonempty] - 1]
-    gopher_lines = _sums(brk, off) + 1 - ends_in_break
+    gopher_lines = segment_sums(brk, off) + 1 - ends_in_break
     with np.errstate(invalid="ignore", divide="ignore"):
-        m["bullet_lines_frac"] = per_doc(_member("•-")[first_char]) / gopher_lines
+        m["bullet_lines_frac"] = per_doc(member_table("•-")[first_char]) / gopher_lines
         m["ellipsis_lines_frac"] = per_doc((last_char == 0x2026) | three_dots) / gopher_lines
 
     # C4: which lines survive, and what the surviving ones hold.
-    chunk_s = np.flatnonzero(~space & _shift(space, 1, True))
-    chunk_e = np.flatnonzero(~space & _shift(space, -1, True))
+    chunk_s = np.flatnonzero(~space & shifted(space, 1, True))
+    chunk_e = np.flatnonzero(~space & shifted(space, -1, True))
     words_in_line = np.bincount(line_of(chunk_s), minlength=n_lines)
     too_long = np.zeros(n_lines, bool)
     too_long[line_of(chunk_s[chunk_e - chunk_s + 1 > 1000])] = True
-    terminal = _member(_C4_END)[last_char] & ~three_dots
+    terminal = member_table(_C4_END)[last_char] & ~three_dots
     for hit in _CITATION.finditer(big):  # rare: decide the line end again without the citation
         k = line_of(hit.start())
         line = _CITATION.sub("", big[line_start[k]:last_pos[k] + 1].strip())
@@ -657,7 +383,7 @@ def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths,
         lowered = big
     for row, needles in enumerate((("lorem ipsum",), ("javascript",), ("{",), POLICY_SUBSTRINGS)):
         for needle in needles:
-            flag[row, line_of(_find_all(lowered, needle))] = True
+            flag[row, line_of(find_all(lowered, needle))] = True
     lorem, js, curly, policy = flag
     eligible = ~too_long & terminal & (words_in_line >= 3)
     kept = eligible & ~lorem & ~js & ~curly & ~policy
@@ -670,11 +396,11 @@ def _line_measures(m, texts, tok: _Tokens, big, cp, f, space, doc, off, lengths,
 
     # FineWeb on one-line texts; duplicates of lines and paragraphs are all 0 there.
     last = np.where(nonempty, cp[np.maximum(off + lengths - 1, 0)], 0)
-    m["line_punct_frac"] = _member(TERMINAL)[last].astype(float)
+    m["line_punct_frac"] = member_table(TERMINAL)[last].astype(float)
     m["short_line_frac"] = (lengths <= 30).astype(float)
     for name in ("dup_line_frac", "dup_para_frac", "dup_line_char_frac", "dup_para_char_frac", "line_dup_char_frac"):
         m[name] = np.zeros(n_docs)
-    multi = np.flatnonzero(_sums(cp == 10, off) > 0)
+    multi = np.flatnonzero(segment_sums(cp == 10, off) > 0)
     for k in multi:
         for name, value in _multiline(texts[k]).items():
             m[name][k] = value
@@ -708,7 +434,7 @@ def _multiline(text: str) -> dict[str, float]:
     return out
 
 
-def _sentences_per_line(tok: _Tokens, t_line: np.ndarray, n_lines: int) -> np.ndarray:
+def _sentences_per_line(tok: Tokens, t_line: np.ndarray, n_lines: int) -> np.ndarray:
     """Sentences per line as spaCy's sentencizer counts them: after a sentence mark, the next token that is
     not punctuation opens a new sentence."""
     counts = (np.bincount(t_line, minlength=n_lines) > 0).astype(np.int64)
@@ -738,9 +464,9 @@ def _char_ngrams(m, cp, word, doc, has_word, n_docs: int) -> None:
             g = x[:size].copy()
             with np.errstate(over="ignore"):
                 for t in range(1, n):
-                    g = g * _P1 + x[t:t + size]
+                    g = g * HASH_BASE + x[t:t + size]
             idx = np.flatnonzero(d[:size] == d[n - 1:])
-            rep = idx[_repeats(_doc_keys(g[idx], d[idx]))]
+            rep = idx[repeats(doc_keys(g[idx], d[idx]))]
             # +1 where a repeat starts, -1 where it ends: positive running sums are covered characters.
             cover = np.bincount(rep, minlength=sel.size + 1) - np.bincount(rep + n, minlength=sel.size + 1)
             covered = np.flatnonzero(np.cumsum(cover[:-1]) > 0)
