@@ -16,7 +16,8 @@ Everything is computed on whole chunks of the corpus at once: the texts of a chu
 one code-point array, and every measure is an array operation over characters, tokens or lines of that
 array (token and n-gram identities are 64-bit polynomial hashes). Per-document Python runs only for
 duplicate lines and paragraphs of multi-line texts and for Gopher's greedy duplicate n-gram scan of texts
-that repeat a 5-gram at all.
+that repeat a 5-gram at all. The character classes, hashes and English tokens these measures are built
+from live in `text_arrays`.
 """
 
 from __future__ import annotations
