@@ -4,7 +4,8 @@ Three models scored on the same test split (the corpus README's protocol: nulls 
 dropped, 80/20 stratified, random_state=0):
   1. doclife pretrain (masked-LM on the train reviews) + finetune,
   2. the same finetuning from random weights (same architecture, data, schedule and seed),
-  3. char 1-3-gram TF-IDF + logistic regression (C=4), trained on the whole 80% and on the finetuning subset.
+  3. char 1-3-gram TF-IDF + logistic regression (C=4), trained on the whole 80% and on the finetuning subset;
+and a linear probe of each start's frozen features ([CLS] and mean-pooled) on the finetuning subset.
 The budget is fixed in steps and documents (so the run is reproducible); the wall time of each part is
 reported next to it.
 
@@ -31,7 +32,7 @@ import torch  # noqa: E402
 from bench.common import require_corpus, save_result, sentiment_split, write_snapshot  # noqa: E402
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.evaluate import classification_metrics, predict_proba  # noqa: E402
-from lightning_modules.model import build_mlm  # noqa: E402
+from lightning_modules.model import build_mlm, quiet_transformers  # noqa: E402
 from lightning_modules.tokenizer import train_tokenizer  # noqa: E402
 from lightning_modules.train import _export, _load_tokenizer, finetune, pretrain  # noqa: E402
 
@@ -56,6 +57,34 @@ def score(model_dir: Path, texts: list[str], target: np.ndarray, device: str = "
     probs, labels = predict_proba(model_dir, texts, batch_size=256, device=device)
     assert labels == LABELS
     return round(classification_metrics(probs, target, labels)["macro_f1"], 4)
+
+
+def linear_probe(model_dir: Path, max_length: int, train_texts: list[str], train_y: np.ndarray, test_texts: list[str],
+                 test_y: np.ndarray, device: str = "cpu") -> dict:
+    """Test macro-F1 of logistic regression on the frozen encoder's last hidden states: at [CLS] (what the
+    classification head reads) and averaged over the tokens. Shows what a start's features hold before finetuning."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from transformers import AutoModel, AutoTokenizer
+
+    with quiet_transformers():  # the MLM head is left out and the unused pooler is new: expected, not news
+        tokenizer, encoder = AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).to(device).eval()
+
+    @torch.inference_mode()
+    def features(texts: list[str]) -> dict[str, np.ndarray]:
+        cls, mean = [], []
+        for start in range(0, len(texts), 256):
+            batch = tokenizer(texts[start:start + 256], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt").to(device)
+            hidden = encoder(**batch).last_hidden_state.float()  # (b, t, hidden)
+            mask = batch["attention_mask"].unsqueeze(-1).float()  # (b, t, 1)
+            cls.append(hidden[:, 0].cpu())
+            mean.append(((hidden * mask).sum(1) / mask.sum(1)).cpu())
+        return {"cls": torch.cat(cls).numpy(), "mean": torch.cat(mean).numpy()}
+
+    train, test = features(train_texts), features(test_texts)
+    return {kind: round(float(f1_score(test_y, LogisticRegression(max_iter=3000).fit(train[kind], train_y)
+                                       .predict(test[kind]), average="macro")), 4) for kind in ("cls", "mean")}
 
 
 def finetune_grid(name: str, start: Path, ft_cfg: FinetuneConfig, learning_rates: list[float], seeds: int,
@@ -157,6 +186,10 @@ def main() -> None:
             random_model = build_mlm(pre_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
             _export(random_model, tokenizer, root / "random")
 
+        result["linear_probe"] = {name: linear_probe(start, pre_cfg.max_length, subset["review"].tolist(),
+                                                     subset["label"].to_numpy(), test_texts, test_y, device)
+                                  for name, start in starts.items()}
+        print("linear probe", result["linear_probe"], flush=True)
         target = test["label"].astype(str).map(LABELS.index).to_numpy()
         for name, start in starts.items():
             result[name] = finetune_grid(name, start, ft_cfg, learning_rates, args.finetune_seeds, ft_snapshot, root,
