@@ -24,6 +24,7 @@ import pytorch_lightning as L
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from data_checks.io import DoclifeError, atomic_dir, atomic_path, read_json, write_json
 from lightning_modules.config import FinetuneConfig, PretrainConfig
@@ -95,7 +96,6 @@ def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank
 
     The fingerprint leaves out only the length of training (max_steps / max_epochs), so raising it resumes.
     """
-    last = checkpoint_dir / LAST_CHECKPOINT
     stored = checkpoint_dir / FINGERPRINT_FILE
     if stored.is_file() and read_json(stored) == fingerprint:
         # The readable checkpoint with the most steps: a kill -9 can tear the file being written, or stop the
@@ -123,24 +123,38 @@ def _on_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def _section(cfg: PretrainConfig | FinetuneConfig) -> str:
+    return "pretrain" if isinstance(cfg, PretrainConfig) else "finetune"
+
+
+def _require_devices(cfg: PretrainConfig | FinetuneConfig) -> None:
+    """Refuse, before any work, GPUs that this machine does not have (params.yaml copied from a GPU host)."""
+    if cfg.accelerator not in ("gpu", "cuda"):
+        return
+    found, section = torch.cuda.device_count(), _section(cfg)
+    if found == 0:
+        why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA device is visible"
+        raise DoclifeError(f"params.yaml: {section}.accelerator is {cfg.accelerator!r}, but {why}; set it to auto "
+                           "(a GPU where there is one, else the CPU) or cpu")
+    if isinstance(cfg.devices, int) and cfg.devices > found:
+        raise DoclifeError(f"params.yaml: {section}.devices is {cfg.devices}, but this machine has {found} CUDA "
+                           f"device{'s' if found > 1 else ''} (devices counts one node's; -1 takes them all)")
+
+
 def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **limits: Any) -> L.Trainer:
     on_gpu = _on_gpu(cfg.accelerator)
-    # strategy "auto" is ddp as soon as there is more than one device; "fsdp" shards parameters instead.
-    return L.Trainer(
+    settings = dict(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
+        # "auto" is ddp as soon as there is more than one device; "fsdp" shards parameters instead.
         strategy=cfg.strategy,
         precision=cfg.precision,
         # Post-LN BERT is prone to loss spikes early on; BERT and the HF Trainer clip at 1.0 too.
         gradient_clip_val=cfg.max_grad_norm or None,
         gradient_clip_algorithm="norm",
         # Plain progress lines for a supervisor reading this process's output (see progress.py).
-        callbacks=[
-            *callbacks,
-            ProgressLines("pretrain" if isinstance(cfg, PretrainConfig) else "finetune"),
-            SparseRichProgressBar(metrics_every=20 if on_gpu else 1),
-        ],
+        callbacks=[*callbacks, ProgressLines(_section(cfg)), SparseRichProgressBar(metrics_every=20 if on_gpu else 1)],
         logger=False,  # curves go to our own CSV (for DVC plots); no logger directory to manage
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -149,6 +163,11 @@ def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **
         deterministic=False if on_gpu else "warn",
         **limits,
     )
+    try:
+        return L.Trainer(**settings)
+    except (MisconfigurationException, ValueError) as exc:  # Lightning's word for settings it cannot honour here
+        reason = str(exc).strip().splitlines()[0]
+        raise DoclifeError(f"params.yaml: {_section(cfg)}: Lightning refuses these settings: {reason}") from exc
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
@@ -389,6 +408,7 @@ def pretrain(
     """
     started = time.perf_counter()
     snapshot_dir, tokenizer_dir, checkpoint_dir = Path(snapshot_dir), Path(tokenizer_dir), Path(checkpoint_dir)
+    _require_devices(cfg)
     _set_threads(cfg.accelerator, cfg.devices)
     manifest = load_manifest(snapshot_dir)
     tokenizer = _load_tokenizer(tokenizer_dir)
@@ -503,6 +523,7 @@ def finetune(
     labels = list(labels)
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise DoclifeError(f"finetune: labels must be at least two distinct names, got {labels!r}")
+    _require_devices(cfg)
     _set_threads(cfg.accelerator, cfg.devices)
     manifest = load_manifest(snapshot_dir)
     tokenizer = _load_tokenizer(pretrained_dir)

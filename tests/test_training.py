@@ -170,6 +170,25 @@ def test_config_checks() -> None:
         FinetuneConfig(balance="oversample")
 
 
+def test_gpus_this_machine_lacks_are_refused_before_any_work(tmp_path: Path, workspace: dict[str, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # params.yaml copied from a GPU host onto a laptop: one line naming the setting, not a CUDA traceback.
+    def run(cfg: PretrainConfig) -> None:
+        pretrain(cfg, workspace["snapshot"], workspace["tokenizer"], tmp_path / "m", tmp_path / "c", tmp_path / "p.json",
+                 tmp_path / "p.csv")
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(DoclifeError, match=r"pretrain\.accelerator is 'gpu', but .*set it to auto"):
+        run(replace(TINY, accelerator="gpu"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DoclifeError, match=r"pretrain\.devices is 4, but this machine has 2 CUDA devices"):
+        run(replace(TINY, accelerator="gpu", devices=4))
+    assert not (tmp_path / "c").exists()  # refused before the checkpoint directory was touched
+    with pytest.raises(DoclifeError, match=r"finetune: Lightning refuses these settings: .*invalid strategy name"):
+        finetune(replace(TINY_FT, strategy="no-such-strategy"), workspace["snapshot"], workspace["pretrained"], LABELS,
+                 tmp_path / "f", tmp_path / "fc", tmp_path / "f.json", tmp_path / "f.csv")
+
+
 # ---------------------------------------------------------------------------------------------- pretrain
 
 
