@@ -21,7 +21,7 @@ from torchmetrics.functional.classification import (
 
 from data_checks.io import DoclifeError, atomic_path, write_json, write_parquet
 from lightning_modules.config import EvaluateConfig
-from lightning_modules.model import quiet_transformers
+from lightning_modules.model import loading_model_files
 from lightning_modules.snapshot import load_manifest, read_split, require_rows
 
 
@@ -37,7 +37,7 @@ def load_exported(model_dir: Path) -> tuple[Any, Any, list[str], int]:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise DoclifeError(f"{model_dir}: not an exported model (no config.json)")
-    with quiet_transformers():
+    with loading_model_files(model_dir):
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
+from data_checks.io import DoclifeError
 from lightning_modules.config import PretrainConfig
 
 
@@ -28,6 +31,18 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(previous)
         if progress_bar:
             hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def loading_model_files(model_dir: Path) -> Iterator[None]:
+    """Around transformers' from_pretrained calls: quiet, and a torn or foreign file in `model_dir` (a copy cut
+    short, a hand-edited config) becomes one line naming the directory instead of a library traceback."""
+    try:
+        with quiet_transformers():
+            yield
+    except (OSError, ValueError, SafetensorError, StrictDataclassError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DoclifeError(f"{model_dir}: cannot load the model files ({reason})") from exc
 
 
 def build_mlm(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertForMaskedLM:
@@ -103,7 +118,7 @@ def compile_encoder_layers(model: BertForMaskedLM | BertForSequenceClassificatio
 def build_classifier(pretrained_dir: Path, labels: list[str], dropout: float) -> BertForSequenceClassification:
     """BERT with a fresh classification head on top of the pretrained encoder saved in `pretrained_dir`."""
     # The "newly initialized classifier / unused MLM head weights" report is exactly what finetuning intends.
-    with quiet_transformers():
+    with loading_model_files(pretrained_dir):
         model = BertForSequenceClassification.from_pretrained(
             str(pretrained_dir),
             num_labels=len(labels),

@@ -34,6 +34,7 @@ from lightning_modules.model import (
     build_mlm,
     compile_encoder_layers,
     encoder_flops_per_token,
+    loading_model_files,
     peak_flops,
     quiet_transformers,
 )
@@ -385,7 +386,8 @@ def _load_tokenizer(path: Path) -> Any:
 
     if not (path / "tokenizer.json").is_file():
         raise DoclifeError(f"{path}: no tokenizer.json (run the previous stage first)")
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    with loading_model_files(path):
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 # ---------------------------------------------------------------------------------------------- pretrain

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -285,6 +287,22 @@ def _finetune(workspace: dict[str, Path], out: Path, labels: list[str] = LABELS,
 
 def _stable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.endswith("seconds")}
+
+
+@pytest.mark.parametrize("torn", ["model.safetensors", "config.json", "tokenizer.json"])
+def test_a_torn_file_in_the_pretrained_model_is_one_line_naming_its_directory(
+    workspace: dict[str, Path], tmp_path: Path, torn: str
+) -> None:
+    # A copy cut short (a full disk, a killed rsync): each file half its length, as a crash would leave it.
+    pretrained = tmp_path / "pretrained"
+    shutil.copytree(workspace["pretrained"], pretrained)
+    data = (pretrained / torn).read_bytes()
+    (pretrained / torn).write_bytes(data[: len(data) // 2])
+    with pytest.raises(DoclifeError, match=rf"^{re.escape(str(pretrained))}: cannot load the model files \(.+\)$"):
+        finetune(TINY_FT, workspace["snapshot"], pretrained, LABELS, tmp_path / "m", tmp_path / "c", tmp_path / "f.json",
+                 tmp_path / "f.csv")
+    with pytest.raises(DoclifeError, match="cannot load the model files"):
+        predict_proba(pretrained, ["x"])
 
 
 def test_finetune_exports_best_model_loadable_offline(workspace: dict[str, Path], tmp_path: Path) -> None:
