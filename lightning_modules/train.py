@@ -7,9 +7,7 @@ and only the global rank 0 touches the checkpoint directory's bookkeeping and wr
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import shutil
 import time
@@ -26,7 +24,8 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from data_checks.io import DoclifeError, atomic_dir, atomic_path, read_json, write_json
+from data_checks.io import DoclifeError, atomic_dir, read_json, write_json
+from lightning_modules.callbacks import CurveRecorder, LastCheckpointEachEpoch, SaveOnException, logged_metric, write_csv
 from lightning_modules.config import FinetuneConfig, PretrainConfig
 from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
 from lightning_modules.model import (
@@ -171,204 +170,6 @@ def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **
         raise DoclifeError(f"params.yaml: {_section(cfg)}: Lightning refuses these settings: {reason}") from exc
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: ("" if row.get(key) is None else row[key]) for key in columns})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-
-
-def _metric(trainer: L.Trainer, name: str) -> float | None:
-    value = trainer.callback_metrics.get(name)
-    return None if value is None else round(float(value), 6)
-
-
-class CurveRecorder(Callback):
-    """Per-step train loss (averaged over processes) and validation results; kept in the checkpoint.
-
-    `per_epoch` switches from one row per optimizer step to one row per epoch (mean train loss of the epoch).
-    With `pad_id` set, each step's row also gets the global tokens/s, non-pad tokens/s and, given the
-    training FLOPs per token and the devices' peak, the model FLOPs utilisation (MFU).
-
-    Losses and token counts stay on the device until a window of `flush_every` steps closes (and at the first
-    step, before validation, at the end): reading them every step would make the host wait for the device at
-    every step, so the host could never queue the next step's work while the device runs this one. Each
-    window ends with that read, which waits for the device to finish the window's work: a window's
-    duration is exact, and its steps' rates are the window's mean.
-    """
-
-    def __init__(
-        self,
-        per_epoch: bool = False,
-        pad_id: int | None = None,
-        flops_per_token: float | None = None,
-        peak_flops: float | None = None,
-        flush_every: int = 50,
-    ) -> None:
-        self.per_epoch = per_epoch
-        self.pad_id = pad_id
-        self.flops_per_token = flops_per_token
-        self.peak_flops = peak_flops  # per device
-        self.flush_every = flush_every
-        self.rows: list[dict[str, Any]] = []
-        self._epoch_losses: list[torch.Tensor] = []
-        self._step_losses: list[torch.Tensor] = []
-        self._pending: list[tuple[dict[str, Any], torch.Tensor, torch.Tensor]] = []  # (row, loss, non-pad tokens)
-        self._nonpad: list[torch.Tensor] = []  # this process's non-pad token counts since the last optimizer step
-        self._tokens = 0  # this process's tokens since the last optimizer step
-        self._last_step = 0
-        self._run_start_step = 0
-        self._clock = 0.0
-        self._trainer: L.Trainer | None = None
-        # Steady-state totals of this run: windows after the first step (which pays for warm-up and compilation).
-        self.timed = {"seconds": 0.0, "tokens": 0, "nonpad_tokens": 0, "steps": 0}
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._trainer = trainer
-        self._last_step = self._run_start_step = trainer.global_step
-        self._clock = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        # A collective call: every rank reaches this hook once per batch.
-        loss = trainer.strategy.reduce(loss.detach(), reduce_op="mean")
-        if self.per_epoch:
-            self._epoch_losses.append(loss)
-            return
-        self._step_losses.append(loss)
-        if self.pad_id is not None:
-            ids = batch["input_ids"]
-            self._tokens += ids.numel()
-            self._nonpad.append((ids != self.pad_id).sum())
-        if trainer.global_step == self._last_step:
-            return  # still accumulating gradients towards the next optimizer step
-        step_loss = torch.stack(self._step_losses).mean()
-        nonpad = torch.stack(self._nonpad).sum() if self._nonpad else torch.zeros(())
-        row: dict[str, Any] = {"step": trainer.global_step, "tokens": self._tokens * trainer.world_size}
-        self._step_losses, self._nonpad, self._tokens = [], [], 0
-        self._pending.append((row, step_loss, nonpad))
-        self._last_step = trainer.global_step
-        first = trainer.global_step - self._run_start_step == 1
-        if first or trainer.global_step % self.flush_every == 0 or trainer.global_step >= (trainer.max_steps or 0) > 0:
-            rates = self._flush(trainer, timed=not first)
-            if rates.get("tokens_per_s") is not None:
-                pl_module.log("tok/s", rates["tokens_per_s"], prog_bar=True, on_step=True, on_epoch=False)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush(trainer, timed=True)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._flush(trainer, timed=True)
-
-    def _flush(self, trainer: L.Trainer, timed: bool) -> dict[str, Any]:
-        """Read the pending steps' values from the device (one wait) and give each row the window's rates."""
-        if not self._pending:
-            return {}
-        losses = torch.stack([loss for _, loss, _ in self._pending]).tolist()
-        nonpads = (torch.stack([n for _, _, n in self._pending]) * trainer.world_size).tolist()
-        now = time.perf_counter()
-        seconds, self._clock = now - self._clock, now
-        tokens, nonpad = sum(row["tokens"] for row, _, _ in self._pending), int(sum(nonpads))
-        rates = {}
-        if self.pad_id is not None:
-            rates = {"tokens_per_s": round(tokens / seconds, 1), "nonpad_tokens_per_s": round(nonpad / seconds, 1),
-                     "mfu": self._mfu(tokens, seconds)}
-            if timed:
-                self.timed["seconds"] += seconds
-                self.timed["tokens"] += tokens
-                self.timed["nonpad_tokens"] += nonpad
-                self.timed["steps"] += len(self._pending)
-        for (row, _, _), loss in zip(self._pending, losses):
-            del row["tokens"]
-            self.rows.append({**row, "train_loss": round(loss, 6), **rates})
-        self._pending = []
-        return rates
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        val_loss = _metric(trainer, "val_loss")
-        if self.per_epoch:
-            if not self._epoch_losses:  # a validate() call outside training
-                return
-            train_loss = float(torch.stack(self._epoch_losses).mean())
-            self._epoch_losses = []
-            self.rows.append(
-                {
-                    "epoch": trainer.current_epoch,
-                    "step": trainer.global_step,
-                    "train_loss": round(train_loss, 6),
-                    "val_loss": val_loss,
-                    "val_macro_f1": _metric(trainer, "val_macro_f1"),
-                }
-            )
-            return
-        if self.rows and self.rows[-1]["step"] == trainer.global_step:
-            self.rows[-1]["val_loss"] = val_loss
-        else:
-            self.rows.append({"step": trainer.global_step, "train_loss": None, "val_loss": val_loss})
-        # Validation time is not training time: restart the throughput clock after it.
-        self._clock = time.perf_counter()
-
-    def steady_rates(self) -> dict[str, float | None]:
-        """Tokens/s, non-pad tokens/s and MFU over this run's steps after the first."""
-        seconds = self.timed["seconds"]
-        if not seconds:
-            return {"tokens_per_second": None, "nonpad_tokens_per_second": None, "mfu": None}
-        return {
-            "tokens_per_second": round(self.timed["tokens"] / seconds, 1),
-            "nonpad_tokens_per_second": round(self.timed["nonpad_tokens"] / seconds, 1),
-            "mfu": self._mfu(self.timed["tokens"], seconds),
-        }
-
-    def _mfu(self, tokens: int, seconds: float) -> float | None:
-        """Model FLOPs utilisation of `tokens` (global) trained in `seconds`, where the devices' peak is known."""
-        if not (self.flops_per_token and self.peak_flops):
-            return None
-        return round(tokens * self.flops_per_token / seconds / (self.peak_flops * self._trainer.world_size), 4)
-
-    def state_dict(self) -> dict[str, Any]:
-        if self._pending:  # a checkpoint between windows (on an exception): its rows must hold every step
-            self._flush(self._trainer, timed=False)
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = list(state_dict.get("rows", []))
-
-
-class SaveOnException(Callback):
-    """Save `last.ckpt` when training stops on a Python exception (kill -9 is covered by the periodic saves).
-
-    Lightning's OnExceptionCheckpoint would do the same, but its presence turns `fit(ckpt_path=None)` into
-    `fit(ckpt_path="last")`; the resume decision here is ours (`_prepare_checkpoints`).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
-        rank_zero_info(f"doclife: stopped by {type(exception).__name__} at step {trainer.global_step}; saved {self.path}")
-
-
-class LastCheckpointEachEpoch(Callback):
-    """Save `last.ckpt` at the end of every epoch.
-
-    ModelCheckpoint(save_last=True) refreshes last.ckpt only when it also saved a top-k checkpoint, so an
-    epoch that does not improve the monitored metric would leave last.ckpt behind the run.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Every rank calls it; the strategy writes on rank 0 only.
-        trainer.save_checkpoint(self.path, weights_only=False)
-
-
 def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
     """Hugging Face format (config, safetensors, tokenizer); `state_dict` overrides the module's own weights."""
     if state_dict is not None:
@@ -472,7 +273,7 @@ def pretrain(
     train_tail = [r["train_loss"] for r in curve.rows if r.get("train_loss") is not None][-10:]
     metrics = {
         "train_loss": round(sum(train_tail) / len(train_tail), 6) if train_tail else None,
-        "val_loss": curve.rows[-1].get("val_loss") if curve.rows else _metric(trainer, "val_loss"),
+        "val_loss": curve.rows[-1].get("val_loss") if curve.rows else logged_metric(trainer, "val_loss"),
         "steps": trainer.global_step,
         "steps_this_run": steps_this_run,
         "resumed_from_step": resumed_from,
@@ -493,7 +294,7 @@ def pretrain(
         weights = {name.removeprefix("model."): tensor for name, tensor in full_state.items()}
         _export(module.model, tokenizer, Path(model_dir), weights)
         write_json(metrics_path, metrics)
-        _write_csv(
+        write_csv(
             Path(curve_path),
             ["step", "train_loss", "val_loss", "tokens_per_s", "nonpad_tokens_per_s", "mfu"],
             curve.rows,
@@ -598,6 +399,6 @@ def finetune(
         _export(module.model, tokenizer, Path(model_dir))
         metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
         write_json(metrics_path, metrics)
-        _write_csv(Path(curve_path), ["epoch", "step", "train_loss", "val_loss", "val_macro_f1"], curve.rows)
+        write_csv(Path(curve_path), ["epoch", "step", "train_loss", "val_loss", "val_macro_f1"], curve.rows)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     return metrics
