@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from bench.common import require_corpus, save_result, sentiment_split, write_snapshot  # noqa: E402
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.evaluate import classification_metrics, predict_proba  # noqa: E402
-from lightning_modules.model import build_mlm, quiet_transformers  # noqa: E402
+from lightning_modules.model import build_mlm, loading_model_files  # noqa: E402
 from lightning_modules.tokenizer import train_tokenizer  # noqa: E402
 from lightning_modules.train import _export, _load_tokenizer, finetune, pretrain  # noqa: E402
 
@@ -67,8 +67,9 @@ def linear_probe(model_dir: Path, max_length: int, train_texts: list[str], train
     from sklearn.metrics import f1_score
     from transformers import AutoModel, AutoTokenizer
 
-    with quiet_transformers():  # the MLM head is left out and the unused pooler is new: expected, not news
-        tokenizer, encoder = AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).to(device).eval()
+    with loading_model_files(model_dir):  # quiet: the MLM head left out and the unused pooler new are expected
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        encoder = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
 
     @torch.inference_mode()
     def features(texts: list[str]) -> dict[str, np.ndarray]:
