@@ -22,6 +22,12 @@ class DoclifeError(Exception):
     """A problem with the user's input or configuration; its message is one line naming the file and the problem."""
 
 
+def first_line(exc: BaseException) -> str:
+    """A library exception's reason for a DoclifeError: its message's first line, or its type when it has none."""
+    message = str(exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from data_checks.clean import CleanConfig
 from data_checks.config import IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
-from data_checks.io import DoclifeError, atomic_path
+from data_checks.io import DoclifeError, atomic_path, first_line
 from flows.policy import PromoteConfig  # the promote section lives with the gate
 from lightning_modules.config import EvaluateConfig, FinetuneConfig, PretrainConfig, TokenizeConfig
 
@@ -58,7 +58,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     except FileNotFoundError:
         raise DoclifeError(f"{path}: no such file (run doclife from the workspace root)") from None
     except yaml.YAMLError as exc:
-        raise DoclifeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise DoclifeError(f"{path}: not valid YAML ({first_line(exc)})") from None
     sections = {}
     for name, cls in typing.get_type_hints(Params).items():
         try:

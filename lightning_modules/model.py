@@ -14,7 +14,7 @@ from torch import nn
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-from data_checks.io import DoclifeError
+from data_checks.io import DoclifeError, first_line
 from lightning_modules.config import PretrainConfig
 
 
@@ -41,8 +41,7 @@ def loading_model_files(model_dir: Path) -> Iterator[None]:
         with quiet_transformers():
             yield
     except (OSError, ValueError, SafetensorError, StrictDataclassError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DoclifeError(f"{model_dir}: cannot load the model files ({reason})") from exc
+        raise DoclifeError(f"{model_dir}: cannot load the model files ({first_line(exc)})") from exc
 
 
 def build_mlm(cfg: PretrainConfig, vocab_size: int, pad_token_id: int) -> BertForMaskedLM:

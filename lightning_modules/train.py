@@ -24,7 +24,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from data_checks.io import DoclifeError, atomic_dir, read_json, write_json
+from data_checks.io import DoclifeError, atomic_dir, first_line, read_json, write_json
 from lightning_modules.callbacks import CurveRecorder, LastCheckpointEachEpoch, SaveOnException, logged_metric, write_csv
 from lightning_modules.config import FinetuneConfig, PretrainConfig
 from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
@@ -166,8 +166,7 @@ def _trainer(cfg: PretrainConfig | FinetuneConfig, callbacks: list[Callback], **
     try:
         return L.Trainer(**settings)
     except (MisconfigurationException, ValueError) as exc:  # Lightning's word for settings it cannot honour here
-        reason = str(exc).strip().splitlines()[0]
-        raise DoclifeError(f"params.yaml: {_section(cfg)}: Lightning refuses these settings: {reason}") from exc
+        raise DoclifeError(f"params.yaml: {_section(cfg)}: Lightning refuses these settings: {first_line(exc)}") from exc
 
 
 def _export(model: torch.nn.Module, tokenizer: Any, model_dir: Path, state_dict: dict[str, Any] | None = None) -> None:
