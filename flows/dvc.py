@@ -50,10 +50,24 @@ def run_dvc(root: Path, args: list[str], log: Callable[[str], None] = print) -> 
     return proc.wait(), lines
 
 
+# DVC's closing advice after a repro (git add dvc.lock, autostage, dvc push) is for a person at a shell; in a
+# flow it would repeat under every stage, and the flow pushes the snapshot itself.
+SHELL_ADVICE = ("To track the changes with git, run:", "\tgit add ", "To enable auto staging, run:",
+                "\tdvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")
+
+
+def is_shell_advice(line: str) -> bool:
+    return not line.strip() or line.startswith(SHELL_ADVICE)
+
+
 def repro_stage(root: Path, stage: str, log: Callable[[str], None] = print) -> StageRun:
-    """`dvc repro --single-item STAGE`: run the stage if its deps, params or code changed, else skip it."""
+    """`dvc repro --single-item STAGE`: run the stage if its deps, params or code changed, else skip it.
+
+    `log` gets every output line but DVC's shell advice and blank lines.
+    """
     start = time.perf_counter()
-    code, lines = run_dvc(root, ["repro", "--single-item", stage], log)
+    code, lines = run_dvc(root, ["repro", "--single-item", stage],
+                          lambda line: None if is_shell_advice(line) else log(line))
     if code != 0:
         raise StageFailed(f"stage {stage!r} failed: {stage_error(lines)}")
     ran = any(line.startswith(f"Running stage '{stage}'") for line in lines)

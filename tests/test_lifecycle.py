@@ -11,7 +11,7 @@ import pytest
 
 from data_checks.io import read_json
 from flows.config import set_param
-from flows.dvc import StageFailed, run_dvc
+from flows.dvc import StageFailed, repro_stage, run_dvc
 from flows.layout import Layout
 
 
@@ -86,6 +86,21 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(tiny_workspace
     code, lines = run_dvc(workspace, ["plots", "show", "-o", "plots"], lambda line: None)
     page = (workspace / "plots/index.html").read_text(encoding="utf-8")
     assert code == 0 and "confusion.csv" in page and "curve.csv" in page
+
+
+def test_a_stage_logs_its_own_output_without_dvcs_shell_advice(tmp_path):
+    # A real git + DVC repository with a one-line stage: DVC ends its repro with git and push advice.
+    (tmp_path / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: echo hello from the stage > out.txt"
+                                       " && echo done\n    outs: [out.txt]\n", encoding="utf-8")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    code, lines = run_dvc(tmp_path, ["init", "-q"], lambda line: None)
+    assert code == 0, lines
+    logged: list[str] = []
+    result = repro_stage(tmp_path, "hello", logged.append)
+    assert result.ran and (tmp_path / "out.txt").read_text().strip() == "hello from the stage"
+    assert logged[0] == "Running stage 'hello':" and "done" in logged, logged
+    assert not any(line.strip() == "" or "git add" in line or "autostage" in line or "dvc push" in line
+                   for line in logged), logged
 
 
 @pytest.mark.slow
