@@ -27,6 +27,9 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(tiny_workspace
     at = Layout(workspace)
     first = lifecycle(str(workspace))
     assert set(stage_states(first).values()) == {"ran"}
+    by_stage = first["seconds"]["by_stage"]
+    assert set(by_stage) == set(stage_states(first)) and all(seconds > 0 for seconds in by_stage.values())
+    assert sum(by_stage.values()) == pytest.approx(first["seconds"]["stages"], abs=0.1)
 
     # Every input row is accounted for: validated + quarantined = ingested, and the snapshot holds the validated.
     ingested = pd.read_parquet(at.ingested)
