@@ -15,7 +15,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 4200
 SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
 
-.PHONY: install demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data clean
+.PHONY: install demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data bench-real clean
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +63,9 @@ bench-gpu: install  ## on a CUDA machine: MFU of base in bf16, and pretrain + fi
 	$(BIN)/python -m bench.mfu
 	$(BIN)/python -m bench.quality --accelerator gpu --precision bf16-mixed --size mini --pretrain-steps 6000 \
 		--pretrain-batch-size 128 --pretrain-lr 5e-4 --finetune-lrs 1e-4,5e-4 --finetune-seeds 2 --name quality_gpu
+
+bench-real: install  ## the whole lifecycle on the real review corpus, categories and sentiment (about 45 min)
+	$(BIN)/python -m bench.real_corpus
 
 bench-data: install  ## cleaning + validation on every shared corpus, 1M documents, datatrove side by side, defect injection
 	$(BIN)/pip install --quiet -e '.[test,bench]'
