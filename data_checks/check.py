@@ -15,7 +15,7 @@ import pandas as pd
 from data_checks.clean import CleanConfig
 from data_checks.config import IngestConfig, ValidateConfig
 from data_checks.ingest import read_source
-from data_checks.drift import read_profile
+from data_checks.drift_profile import read_profile
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
 from data_checks.snapshot import PROFILE_FILE
 from data_checks.validate import clean_and_validate

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from data_checks.io import DoclifeError
 
 if TYPE_CHECKING:
-    from data_checks.drift import DriftConfig
+    from data_checks.drift_profile import DriftConfig
     from data_checks.duplicates import DuplicatesConfig
     from data_checks.label_noise import LabelNoiseConfig
     from data_checks.text_quality import TextQualityConfig
@@ -150,7 +150,7 @@ class ValidateConfig:
         need(self.chunk_rows >= 1, "validate", f"chunk_rows must be >= 1, got {self.chunk_rows}")
         need(isinstance(self.rules, dict), "validate", "rules must map rule names to {severity, min_value, max_value}")
         # Imported here: the rule modules import this module for SPLITS and need().
-        from data_checks.drift import DriftConfig
+        from data_checks.drift_profile import DriftConfig
         from data_checks.duplicates import DuplicatesConfig
         from data_checks.label_noise import LabelNoiseConfig
         from data_checks.text_quality import TextQualityConfig

@@ -18,7 +18,7 @@ from data_checks.config import SPLITS
 from data_checks.io import DoclifeError, atomic_dir, read_json, read_stage_input, write_json, write_parquet
 
 if TYPE_CHECKING:
-    from data_checks.drift import DriftConfig
+    from data_checks.drift_profile import DriftConfig
 
 CONTENT_COLUMNS = ("doc_id", "text", "label", "split")
 SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
@@ -59,8 +59,9 @@ def snapshot(validated_path: Path, summary_path: Path, out_dir: Path, drift_cfg:
     The directory is built beside `out_dir` and swapped in whole, so a failure leaves the previous
     snapshot untouched.
     """
-    # Here, not at the top: the training stages read snapshots too, and need not import GX (drift) to do so.
-    from data_checks.drift import DriftConfig, profile, write_profile
+    # Here, not at the top: the training stages read snapshots through this module, and a change to the
+    # drift profile must not re-run them (dvc.yaml lists drift_profile.py for this stage alone).
+    from data_checks.drift_profile import DriftConfig, profile, write_profile
 
     validated_path, summary_path, out_dir = Path(validated_path), Path(summary_path), Path(out_dir)
     for path in (validated_path, summary_path):

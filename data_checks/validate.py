@@ -21,7 +21,8 @@ from data_checks import expectations as ex
 from data_checks.clean import CleanConfig, clean_frame
 from data_checks.config import SPLITS, ValidateConfig
 from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
-from data_checks.drift import check_drift, read_profile
+from data_checks.drift import check_drift
+from data_checks.drift_profile import read_profile
 from data_checks.duplicates import duplicate_rules, find_duplicates
 from data_checks.label_noise import find_label_issues, label_noise_rules
 from data_checks.text_quality import measure_text, text_rules

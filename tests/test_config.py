@@ -1,5 +1,7 @@
 """params.yaml → typed configs: the shipped file loads, mistakes are one-line errors naming the file."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,23 @@ def test_the_shipped_params_load():
     assert params.ingest.text_column == "text"
     assert params.promote.primary_metric == "macro_f1"
     assert len(params.validate.labels) >= 4
+
+
+def test_only_the_validate_stage_imports_great_expectations():
+    # Each stage runs in its own process and reads all of params.yaml (the drift settings included);
+    # GX's import alone takes 2-3 s on two cores, sklearn's 0.5 s.
+    stage_modules = ["flows.cli", "data_checks.ingest", "data_checks.clean", "data_checks.snapshot",
+                     "lightning_modules.tokenizer", "lightning_modules.train", "lightning_modules.evaluate",
+                     "flows.promote"]
+    code = ("import importlib, sys\n"
+            "from flows.config import load_params\n"
+            "load_params('params.yaml')\n"
+            "assert 'sklearn' not in sys.modules, 'params.yaml alone imports sklearn'\n"
+            f"for name in {stage_modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "    assert 'great_expectations' not in sys.modules, name + ' imports great_expectations'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
 
 
 def test_an_unknown_key_names_the_file_and_the_key(tmp_path):

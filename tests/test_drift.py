@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from data_checks import drift
-from data_checks.drift import DriftConfig, check_drift, profile, read_profile, write_profile
+from data_checks import drift, drift_profile
+from data_checks.drift import check_drift
+from data_checks.drift_profile import DriftConfig, profile, read_profile, write_profile
 from data_checks.io import DoclifeError
 
 SPORTS = ("match goal team coach league season score player referee stadium win draw cup final "
@@ -41,7 +42,7 @@ def outcome(section: dict) -> dict[str, bool]:
     return {name: rule["success"] for name, rule in section["rules"].items()}
 
 
-ALL_PASS = dict.fromkeys(drift.RULES, True)
+ALL_PASS = dict.fromkeys(drift_profile.RULES, True)
 
 
 def test_identical_corpus_has_no_drift(reference: dict) -> None:
@@ -143,7 +144,7 @@ def test_only_the_configured_rules_run(reference: dict) -> None:
 
 def test_expectations_carry_rule_and_severity(reference: dict) -> None:
     expectations = drift.drift_expectations(reference, DriftConfig(severity="fail"))
-    assert [e.meta["rule"] for e in expectations] == list(drift.RULES)
+    assert [e.meta["rule"] for e in expectations] == list(drift_profile.RULES)
     assert all(e.meta["severity"] == "fail" for e in expectations)
     assert all(e.description.startswith(f"{e.meta['rule']}: ") for e in expectations)
 
@@ -189,14 +190,14 @@ def test_scripts_agree_with_the_gate_slices() -> None:
 
     texts = pd.Series(["plain English", "纯中文", "中文 with English words", "mostly 中文中文中文中文", "1234 !!",
                        "", "Ça va très bien", "東京 Tokyo 東京 Tokyo"])
-    assert drift.scripts(texts).tolist() == [script_of(t) for t in texts]
+    assert drift_profile.scripts(texts).tolist() == [script_of(t) for t in texts]
 
 
 def test_ks_statistic_is_exact() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, 40, 300), rng.integers(5, 50, 200)
     values, counts = np.unique(a, return_counts=True)
-    assert drift.ks_statistic(b, values.tolist(), counts.tolist()) == pytest.approx(stats.ks_2samp(a, b).statistic)
+    assert drift_profile.ks_statistic(b, values.tolist(), counts.tolist()) == pytest.approx(stats.ks_2samp(a, b).statistic)
 
 
 @pytest.mark.parametrize("bad", [{"psi_max": 0}, {"ks_max": 1.5}, {"new_vocabulary_max": 0}, {"severity": "quarantine"},
@@ -220,7 +221,7 @@ def test_data_docs_render_the_drift_rules(tmp_path, reference: dict) -> None:
     pages = [p.read_text(encoding="utf-8") for p in docs.rglob("*.html")]
     assert pages, "no Data Docs were built"
     html = "\n".join(pages)
-    for rule in drift.RULES:
+    for rule in drift_profile.RULES:
         assert f"{rule}: " in html
     # The reference vocabulary travels in the expectation's arguments but is not printed in the docs.
     assert "reference_counts" not in html and "striker" not in html
