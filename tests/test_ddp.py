@@ -1,4 +1,5 @@
-"""Two-process DDP pretraining on the CPU (gloo), launched the way the CLI is: as a script Lightning re-runs.
+"""Two-process DDP pretraining and finetuning on the CPU (gloo), launched the way the CLI is: as a script
+Lightning re-runs.
 
 With the same global batch (2 x 8 rows vs 1 x 16), two processes follow the one-process run step for step.
 """
@@ -80,6 +81,31 @@ def _assert_same_run(one: Path, two: Path, tolerance: float) -> None:
         torch.testing.assert_close(w2[name], w1[name], rtol=tolerance, atol=tolerance / 10, msg=name)
 
 
+def _write_finetune_script(tmp_path: Path) -> Path:
+    """`finetune.py DEVICES`: finetunes the one-process run's pretrained model on the snapshot in tmp_path."""
+    script = tmp_path / "finetune.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from pathlib import Path
+            from lightning_modules.config import FinetuneConfig
+            from lightning_modules.synthetic import LABELS
+            from lightning_modules.train import finetune
+
+            root, devices = Path({str(tmp_path)!r}), int(sys.argv[1])
+            out = root / f"finetune{{devices}}"
+            cfg = FinetuneConfig(batch_size=8, max_epochs=1, warmup_steps=2, accelerator="cpu", devices=devices,
+                                 strategy="ddp" if devices > 1 else "auto")
+            metrics = finetune(cfg, root / "snapshot", root / "run1-auto" / "model", LABELS, out / "model",
+                               out / "ckpt", out / "metrics.json", out / "curve.csv")
+            print("DOCLIFE_FINETUNED", metrics["world_size"], metrics["steps"], metrics["n_train"], flush=True)
+            """
+        )
+    )
+    return script
+
+
 @pytest.mark.slow
 def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
     script = _write_run_script(tmp_path)
@@ -94,6 +120,15 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
     assert (two / "ckpt" / "last.ckpt").is_file()
 
     _assert_same_run(one, two, tolerance=1e-4)
+
+    # Finetuning deals its length-grouped batches out to the two processes: each takes half an epoch's steps.
+    finetuning = _write_finetune_script(tmp_path)
+    alone, together = (_run(finetuning, devices, "", "").split("DOCLIFE_FINETUNED ")[-1].split()[:3] for devices in (1, 2))
+    (world_one, steps_one, n_train), (world_two, steps_two, _) = alone, together
+    batches = -(-int(n_train) // 8)
+    assert (world_one, world_two) == ("1", "2")
+    assert int(steps_one) == batches and int(steps_two) == -(-batches // 2), (steps_one, steps_two, n_train)
+    assert (tmp_path / "finetune2" / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -19,7 +19,16 @@ import torch
 
 from data_checks.io import DoclifeError
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
-from lightning_modules.data import IGNORE_INDEX, ClassificationDataModule, MaskedLMDataModule, PackedMLMBatches, mask_tokens, pack_documents, pad_ids
+from lightning_modules.data import (
+    IGNORE_INDEX,
+    ClassificationDataModule,
+    LengthGroupedBatches,
+    MaskedLMDataModule,
+    PackedMLMBatches,
+    mask_tokens,
+    pack_documents,
+    pad_ids,
+)
 from lightning_modules.evaluate import predict_proba
 from lightning_modules.modules import warmup_then_linear_decay
 from lightning_modules.synthetic import LABELS, make_snapshot
@@ -317,6 +326,9 @@ def test_finetune_exports_best_model_loadable_offline(workspace: dict[str, Path]
     probs, labels = predict_proba(tmp_path / "model", texts, batch_size=5)
     assert probs.shape == (12, 4) and labels == LABELS
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # Batches are formed by length, yet each row is its own text's, in the input order.
+    one_by_one = np.concatenate([predict_proba(tmp_path / "model", [text])[0] for text in texts])
+    np.testing.assert_allclose(probs, one_by_one, atol=1e-5)
 
     script = (
         "import json, sys, torch\n"
@@ -375,6 +387,28 @@ def test_balanced_sampler_draws_labels_equally(workspace: dict[str, Path]) -> No
     shares = torch.tensor(balanced, dtype=torch.float) / sum(balanced)
     assert (shares - 0.25).abs().max() < 0.03, shares  # each label about a quarter of the draws
     assert label_counts(True) == balanced and label_counts(True, seed=1) != balanced  # seeded, not fixed
+
+
+def test_length_grouped_batches_cover_every_item_once_with_little_padding() -> None:
+    lengths = np.random.default_rng(0).integers(1, 129, size=1000).tolist()
+    batches = LengthGroupedBatches(lengths, batch_size=16, seed=3)
+
+    def epoch(e: int) -> list[list[int]]:
+        batches.set_epoch(e)
+        return list(batches)
+
+    first = epoch(0)
+    assert len(first) == len(batches) == 63 and sorted(i for b in first for i in b) == list(range(1000))
+    assert epoch(0) == first and epoch(1) != first  # epoch e is drawn from (seed, e): the same after a resume
+
+    def token_share(batch_list: list[list[int]]) -> float:  # the share of padded positions that hold a token
+        return sum(lengths[i] for b in batch_list for i in b) / sum(len(b) * max(lengths[i] for i in b) for b in batch_list)
+
+    shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(0)).tolist()
+    assert token_share(first) > 0.9 and token_share([shuffled[i : i + 16] for i in range(0, 1000, 16)]) < 0.6
+    # The batches come in shuffled order, not longest first.
+    longest = [max(lengths[i] for i in b) for b in first]
+    assert longest != sorted(longest, reverse=True)
 
 
 def test_finetune_with_balanced_sampler_uses_an_unweighted_loss(workspace: dict[str, Path], tmp_path: Path) -> None:
