@@ -56,6 +56,7 @@ bench-train: install  ## pretraining throughput vs the HF Trainer, quality, the 
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.finetune_batches
 	$(BIN)/python -m bench.residual_precision
 	$(BIN)/python -m bench.layer_bytes
 
