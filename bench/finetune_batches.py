@@ -1,7 +1,7 @@
 """Finetuning with length-grouped batches vs shuffled batches padded to their longest review, side by side.
 
-Same machine, same encoder (random weights, the quality benchmark's size), same reviews, same seeds, in one
-run: `python -m bench.finetune_batches`. Reports the share of padded positions that hold a token, finetuning
+Same machine, same encoder (the quality benchmark's size; random weights, or pretrained first with
+`--pretrain-steps`), same reviews, same seeds, in one run: `python -m bench.finetune_batches`. Reports the share of padded positions that hold a token, finetuning
 wall time and reviews per second, and test macro-F1 for both batchings, with the ratios.
 """
 
@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
@@ -24,7 +25,7 @@ from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeCon
 from lightning_modules.data import ClassificationDataModule
 from lightning_modules.model import build_mlm
 from lightning_modules.tokenizer import train_tokenizer
-from lightning_modules.train import _export, _load_tokenizer, finetune
+from lightning_modules.train import _export, _load_tokenizer, finetune, pretrain
 
 
 def shuffled_batches(self: ClassificationDataModule) -> DataLoader:
@@ -46,6 +47,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=4000, help="train reviews finetuned on")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="finetunings per batching, interleaved (seeds 7, 8, ...)")
+    parser.add_argument("--pretrain-steps", type=int, default=0,
+                        help="0: finetune from random weights; else pretrain this many steps on the train and validation reviews first")
+    parser.add_argument("--name", default="finetune_batches", help="result file: bench/results/NAME.json")
     args = parser.parse_args()
 
     rows = sentiment_split(require_corpus())
@@ -57,15 +61,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="doclife-finetune-batches-") as tmp:
         root = Path(tmp)
         snapshot = write_snapshot(rows[(rows["split"] == "validation") | rows.index.isin(fit.index)], root / "snapshot")
-        train_tokenizer(TokenizeConfig(vocab_size=8000), snapshot, root / "tokenizer")
+        # The tokenizer learns from what the encoder learns from: all train and validation reviews when pretraining.
+        pre_snapshot = write_snapshot(rows[rows["split"] != "test"], root / "pre_snapshot") if args.pretrain_steps else snapshot
+        train_tokenizer(TokenizeConfig(vocab_size=8000), pre_snapshot, root / "tokenizer")
         tokenizer = _load_tokenizer(root / "tokenizer")
-        torch.manual_seed(model_cfg.seed)
-        _export(build_mlm(model_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id), tokenizer,
-                root / "start")
+        if args.pretrain_steps:
+            pre_cfg = replace(model_cfg, max_steps=args.pretrain_steps, warmup_steps=max(1, args.pretrain_steps // 10),
+                              checkpoint_every_n_steps=args.pretrain_steps)
+            pretrain(pre_cfg, pre_snapshot, root / "tokenizer", root / "start", root / "pre_ckpt", root / "pre.json",
+                     root / "pre.csv")
+        else:
+            torch.manual_seed(model_cfg.seed)
+            _export(build_mlm(model_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id), tokenizer,
+                    root / "start")
 
         data = ClassificationDataModule(snapshot, tokenizer, LABELS, model_cfg.max_length, 32)
         data.setup("fit")
-        result: dict = {"reviews": len(data.train_items), "epochs": args.epochs,
+        result: dict = {"start": f"pretrained {args.pretrain_steps} steps" if args.pretrain_steps else "random weights",
+                        "reviews": len(data.train_items), "epochs": args.epochs,
                         "token_share": {"shuffled": token_share(shuffled_batches(data)),
                                         "length_grouped": token_share(data.train_dataloader())}}
         runs: dict[str, list[dict]] = {"shuffled": [], "length_grouped": []}
@@ -93,7 +106,7 @@ def main() -> None:
     for name in runs:
         result[name] = {key: mean(name, key) for key in ("fit_seconds", "reviews_per_second", "test_macro_f1")} | {"runs": runs[name]}
     result["speedup"] = round(result["length_grouped"]["reviews_per_second"] / result["shuffled"]["reviews_per_second"], 2)
-    save_result("finetune_batches", result)
+    save_result(args.name, result)
 
 
 if __name__ == "__main__":
