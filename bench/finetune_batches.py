@@ -1,8 +1,9 @@
 """Finetuning with length-grouped batches vs shuffled batches padded to their longest review, side by side.
 
 Same machine, same encoder (the quality benchmark's size; random weights, or pretrained first with
-`--pretrain-steps`), same reviews, same seeds, in one run: `python -m bench.finetune_batches`. Reports the share of padded positions that hold a token, finetuning
-wall time and reviews per second, and test macro-F1 for both batchings, with the ratios.
+`--pretrain-steps`), same reviews, same seeds, in one run: `python -m bench.finetune_batches`. Reports the
+share of padded positions that hold a token, finetuning wall time and reviews per second, and test
+macro-F1 for both batchings, with the speed-up.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ TASKS: dict[str, dict[str, Any]] = {
     "categories": {"ingest.label_column": "cat", "validate.labels": CATEGORIES},
     "sentiment": {"ingest.label_column": "label", "validate.labels": ["0", "1"]},
 }
-# What fits a 2-core machine in about 20 minutes a task: the quality benchmark's encoder (hidden 128,
+# What fits a 2-core machine in about 15 minutes a task: the quality benchmark's encoder (hidden 128,
 # 2 layers, FFN 512, 128-token rows) pretrained for 3,000 steps, then finetuned on every train review.
 CPU_BUDGET: dict[str, Any] = {
     "ingest.text_column": "review",
