@@ -252,9 +252,9 @@ class LengthGroupedBatches(Sampler[list[int]]):
     online_shopping reviews 97% of a batch's positions hold tokens, against 39% in shuffled batches (the
     Hugging Face Trainer's `group_by_length` works the same way).
 
-    Epoch e draws from (seed, e): the same batches after a resume. Lightning calls `set_epoch` before each
-    epoch; where it does not (under ddp it wraps this sampler and deals its batches out to the processes),
-    each pass counts as the next epoch.
+    Epoch e draws from (seed, e): the same batches after a resume. Each pass counts as the next epoch, so
+    where Lightning's `set_epoch` does not reach this sampler (under ddp it wraps it and deals its batches out
+    to the processes) the epochs still follow from the one it starts at.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, weights: torch.Tensor | None = None,
@@ -368,6 +368,9 @@ class ClassificationDataModule(L.LightningDataModule):
             counts = self.class_counts
             weights = torch.tensor([1.0 / counts[y] for _, y in self.train_items], dtype=torch.double)
         batches = LengthGroupedBatches([len(ids) for ids, _ in self.train_items], self.batch_size, self.seed, weights)
+        # A run resumed at epoch e draws epoch e's batches. Lightning draws a resumed run's first epoch before it
+        # calls set_epoch, and under ddp its set_epoch reaches only its own wrapper around this sampler.
+        batches.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
         # batch_size=None: the sampler yields whole batches. Under ddp, Lightning deals them out to the processes.
         return DataLoader(ItemRows(self.train_items), batch_size=None, sampler=batches, collate_fn=self.collate)
 

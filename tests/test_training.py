@@ -400,6 +400,8 @@ def test_length_grouped_batches_cover_every_item_once_with_little_padding() -> N
     first = epoch(0)
     assert len(first) == len(batches) == 63 and sorted(i for b in first for i in b) == list(range(1000))
     assert epoch(0) == first and epoch(1) != first  # epoch e is drawn from (seed, e): the same after a resume
+    epoch(0)
+    assert list(batches) == epoch(1)  # a pass without set_epoch is the next epoch (ddp, where set_epoch misses it)
 
     def token_share(batch_list: list[list[int]]) -> float:  # the share of padded positions that hold a token
         return sum(lengths[i] for b in batch_list for i in b) / sum(len(b) * max(lengths[i] for i in b) for b in batch_list)
@@ -409,6 +411,21 @@ def test_length_grouped_batches_cover_every_item_once_with_little_padding() -> N
     # The batches come in shuffled order, not longest first.
     longest = [max(lengths[i] for i in b) for b in first]
     assert longest != sorted(longest, reverse=True)
+
+
+def test_a_resumed_finetuning_draws_the_batches_of_its_epoch(workspace: dict[str, Path]) -> None:
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    data = ClassificationDataModule(workspace["snapshot"], AutoTokenizer.from_pretrained(str(workspace["tokenizer"])),
+                                    LABELS, 32, 16, seed=5)
+    data.setup("fit")
+    fresh = data.train_dataloader().sampler
+    fresh.set_epoch(2)
+    # The loader of a run resumed at epoch 2 draws epoch 2's batches even before anyone calls set_epoch.
+    data.trainer = SimpleNamespace(current_epoch=2)
+    assert list(data.train_dataloader().sampler) == list(fresh)
 
 
 def test_finetune_with_balanced_sampler_uses_an_unweighted_loss(workspace: dict[str, Path], tmp_path: Path) -> None:
