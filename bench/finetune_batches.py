@@ -17,16 +17,14 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from bench.common import require_corpus, save_result, sentiment_split, write_snapshot
-from bench.quality import LABELS, score
+from bench.quality import LABELS, export_random_start, score
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
 from lightning_modules.data import ClassificationDataModule
-from lightning_modules.model import build_mlm
 from lightning_modules.tokenizer import train_tokenizer
-from lightning_modules.train import _export, _load_tokenizer, finetune, pretrain
+from lightning_modules.train import _load_tokenizer, finetune, pretrain
 
 
 def shuffled_batches(self: ClassificationDataModule) -> DataLoader:
@@ -65,18 +63,15 @@ def main() -> None:
         # The tokenizer learns from what the encoder learns from: all train and validation reviews when pretraining.
         pre_snapshot = write_snapshot(rows[rows["split"] != "test"], root / "pre_snapshot") if args.pretrain_steps else snapshot
         train_tokenizer(TokenizeConfig(vocab_size=8000), pre_snapshot, root / "tokenizer")
-        tokenizer = _load_tokenizer(root / "tokenizer")
         if args.pretrain_steps:
             pre_cfg = replace(model_cfg, max_steps=args.pretrain_steps, warmup_steps=max(1, args.pretrain_steps // 10),
                               checkpoint_every_n_steps=args.pretrain_steps)
             pretrain(pre_cfg, pre_snapshot, root / "tokenizer", root / "start", root / "pre_ckpt", root / "pre.json",
                      root / "pre.csv")
         else:
-            torch.manual_seed(model_cfg.seed)
-            _export(build_mlm(model_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id), tokenizer,
-                    root / "start")
+            export_random_start(model_cfg, root / "tokenizer", root / "start")
 
-        data = ClassificationDataModule(snapshot, tokenizer, LABELS, model_cfg.max_length, 32)
+        data = ClassificationDataModule(snapshot, _load_tokenizer(root / "tokenizer"), LABELS, model_cfg.max_length, 32)
         data.setup("fit")
         result: dict = {"start": f"pretrained {args.pretrain_steps} steps" if args.pretrain_steps else "random weights",
                         "reviews": len(data.train_items), "epochs": args.epochs,

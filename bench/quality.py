@@ -88,6 +88,13 @@ def linear_probe(model_dir: Path, max_length: int, train_texts: list[str], train
                                        .predict(test[kind]), average="macro")), 4) for kind in ("cls", "mean")}
 
 
+def export_random_start(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path) -> None:
+    """The encoder of `cfg` with random weights (seeded), saved like a pretrained model so finetune() takes it."""
+    torch.manual_seed(cfg.seed)
+    tokenizer = _load_tokenizer(tokenizer_dir)
+    _export(build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id), tokenizer, out_dir)
+
+
 def finetune_grid(name: str, start: Path, ft_cfg: FinetuneConfig, learning_rates: list[float], seeds: int,
                   ft_snapshot: Path, root: Path, test_texts: list[str], target: np.ndarray, device: str) -> dict:
     """Finetune from `start` at each learning rate with several seeds; the rate is chosen on validation.
@@ -181,11 +188,7 @@ def main() -> None:
             print("pretrain", result["pretrain"], flush=True)
 
         if "random_init_finetuned" in starts:
-            # The same architecture with random weights, saved like a pretrained model so finetune() takes it.
-            torch.manual_seed(pre_cfg.seed)
-            tokenizer = _load_tokenizer(root / "tokenizer")
-            random_model = build_mlm(pre_cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-            _export(random_model, tokenizer, root / "random")
+            export_random_start(pre_cfg, root / "tokenizer", root / "random")
 
         result["linear_probe"] = {name: linear_probe(start, pre_cfg.max_length, subset["review"].tolist(),
                                                      subset["label"].to_numpy(), test_texts, test_y, device)

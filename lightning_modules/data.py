@@ -371,7 +371,8 @@ class ClassificationDataModule(L.LightningDataModule):
         # A run resumed at epoch e draws epoch e's batches. Lightning draws a resumed run's first epoch before it
         # calls set_epoch, and under ddp its set_epoch reaches only its own wrapper around this sampler.
         batches.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
-        # batch_size=None: the sampler yields whole batches. Under ddp, Lightning deals them out to the processes.
+        # batch_size=None: the sampler yields whole batches, and under ddp Lightning deals them out to the processes
+        # (given as a batch_sampler, Lightning would rebuild it around a distributed sampler of single items).
         return DataLoader(ItemRows(self.train_items), batch_size=None, sampler=batches, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
