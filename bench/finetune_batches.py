@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from bench.common import require_corpus, save_result, sentiment_split, write_snapshot
-from bench.quality import LABELS, export_random_start, score
+from bench.quality import LABELS, score
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
 from lightning_modules.data import ClassificationDataModule
 from lightning_modules.tokenizer import train_tokenizer
@@ -63,13 +63,11 @@ def main() -> None:
         # The tokenizer learns from what the encoder learns from: all train and validation reviews when pretraining.
         pre_snapshot = write_snapshot(rows[rows["split"] != "test"], root / "pre_snapshot") if args.pretrain_steps else snapshot
         train_tokenizer(TokenizeConfig(vocab_size=8000), pre_snapshot, root / "tokenizer")
-        if args.pretrain_steps:
-            pre_cfg = replace(model_cfg, max_steps=args.pretrain_steps, warmup_steps=max(1, args.pretrain_steps // 10),
-                              checkpoint_every_n_steps=args.pretrain_steps)
-            pretrain(pre_cfg, pre_snapshot, root / "tokenizer", root / "start", root / "pre_ckpt", root / "pre.json",
-                     root / "pre.csv")
-        else:
-            export_random_start(model_cfg, root / "tokenizer", root / "start")
+        # 0 steps: the encoder as initialised, i.e. random weights.
+        pre_cfg = replace(model_cfg, max_steps=args.pretrain_steps, warmup_steps=max(1, args.pretrain_steps // 10),
+                          checkpoint_every_n_steps=max(1, args.pretrain_steps))
+        pretrain(pre_cfg, pre_snapshot, root / "tokenizer", root / "start", root / "pre_ckpt", root / "pre.json",
+                 root / "pre.csv")
 
         data = ClassificationDataModule(snapshot, _load_tokenizer(root / "tokenizer"), LABELS, model_cfg.max_length, 32)
         data.setup("fit")

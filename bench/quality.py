@@ -32,9 +32,9 @@ import torch  # noqa: E402
 from bench.common import require_corpus, save_result, sentiment_split, write_snapshot  # noqa: E402
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig  # noqa: E402
 from lightning_modules.evaluate import classification_metrics, predict_proba  # noqa: E402
-from lightning_modules.model import build_mlm, loading_model_files  # noqa: E402
+from lightning_modules.model import loading_model_files  # noqa: E402
 from lightning_modules.tokenizer import train_tokenizer  # noqa: E402
-from lightning_modules.train import _export, _load_tokenizer, finetune, pretrain  # noqa: E402
+from lightning_modules.train import finetune, pretrain  # noqa: E402
 
 LABELS = ["0", "1"]
 
@@ -86,13 +86,6 @@ def linear_probe(model_dir: Path, max_length: int, train_texts: list[str], train
     train, test = features(train_texts), features(test_texts)
     return {kind: round(float(f1_score(test_y, LogisticRegression(max_iter=3000).fit(train[kind], train_y)
                                        .predict(test[kind]), average="macro")), 4) for kind in ("cls", "mean")}
-
-
-def export_random_start(cfg: PretrainConfig, tokenizer_dir: Path, out_dir: Path) -> None:
-    """The encoder of `cfg` with random weights (seeded), saved like a pretrained model so finetune() takes it."""
-    torch.manual_seed(cfg.seed)
-    tokenizer = _load_tokenizer(tokenizer_dir)
-    _export(build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id), tokenizer, out_dir)
 
 
 def finetune_grid(name: str, start: Path, ft_cfg: FinetuneConfig, learning_rates: list[float], seeds: int,
@@ -188,7 +181,9 @@ def main() -> None:
             print("pretrain", result["pretrain"], flush=True)
 
         if "random_init_finetuned" in starts:
-            export_random_start(pre_cfg, root / "tokenizer", root / "random")
+            # The encoder as initialised (max_steps 0): the weights pretraining starts from.
+            pretrain(replace(pre_cfg, max_steps=0), pre_snapshot, root / "tokenizer", root / "random", root / "random_ckpt",
+                     root / "random.json", root / "random.csv")
 
         result["linear_probe"] = {name: linear_probe(start, pre_cfg.max_length, subset["review"].tolist(),
                                                      subset["label"].to_numpy(), test_texts, test_y, device)

@@ -107,7 +107,8 @@ class PretrainConfig:
     seconds there before the kernels' launch settings were tuned too (model.INDUCTOR_OPTIONS), and takes minutes
     on a CPU, where it rarely pays)."""
     max_steps: int = 400
-    """Optimizer steps in total; raising it and re-running resumes from the last checkpoint."""
+    """Optimizer steps in total; raising it and re-running resumes from the last checkpoint. 0: no pretraining,
+    the encoder is exported as initialised and finetuning starts from random weights."""
     learning_rate: float = 1e-3
     """Peak AdamW learning rate, reached after warmup_steps."""
     warmup_steps: int = 40
@@ -140,11 +141,10 @@ class PretrainConfig:
             intermediate_size=self.intermediate_size,
             batch_size=self.batch_size,
             accumulate_grad_batches=self.accumulate_grad_batches,
-            max_steps=self.max_steps,
             learning_rate=self.learning_rate,
             checkpoint_every_n_steps=self.checkpoint_every_n_steps,
         )
-        _non_negative("pretrain", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
+        _non_negative("pretrain", max_steps=self.max_steps, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
         if self.size != "custom":
             if self.size not in MODEL_SIZES:
                 raise DoclifeError(f"params.yaml: pretrain.size must be custom or one of {sorted(MODEL_SIZES)}, got {self.size!r}")

@@ -42,6 +42,7 @@ from lightning_modules.progress import ProgressLines, SparseRichProgressBar
 from lightning_modules.snapshot import load_manifest
 
 FINGERPRINT_FILE = "fingerprint.json"
+CURVE_COLUMNS = ["step", "train_loss", "val_loss", "tokens_per_s", "nonpad_tokens_per_s", "mfu"]  # pretraining's
 LAST_CHECKPOINT = "last.ckpt"
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -206,7 +207,7 @@ def pretrain(
     """Masked-LM pretraining for `cfg.max_steps` steps, resuming from `checkpoint_dir` when it matches.
 
     Rank 0 writes the model (with its tokenizer) to `model_dir`, the metrics json and the loss curve CSV.
-    Every process returns the metrics.
+    Every process returns the metrics. With max_steps 0 nothing is trained (see `_export_initial_encoder`).
     """
     started = time.perf_counter()
     snapshot_dir, tokenizer_dir, checkpoint_dir = Path(snapshot_dir), Path(tokenizer_dir), Path(checkpoint_dir)
@@ -215,6 +216,9 @@ def pretrain(
     manifest = load_manifest(snapshot_dir)
     tokenizer = _load_tokenizer(tokenizer_dir)
     tokenizer.model_max_length = cfg.max_length
+    if cfg.max_steps == 0:
+        return _export_initial_encoder(cfg, manifest, tokenizer, Path(model_dir), checkpoint_dir, Path(metrics_path),
+                                       Path(curve_path), started)
 
     run_settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "checkpoint_every_n_steps")}
     fingerprint = {
@@ -293,11 +297,31 @@ def pretrain(
         weights = {name.removeprefix("model."): tensor for name, tensor in full_state.items()}
         _export(module.model, tokenizer, Path(model_dir), weights)
         write_json(metrics_path, metrics)
-        write_csv(
-            Path(curve_path),
-            ["step", "train_loss", "val_loss", "tokens_per_s", "nonpad_tokens_per_s", "mfu"],
-            curve.rows,
-        )
+        write_csv(Path(curve_path), CURVE_COLUMNS, curve.rows)
+    return metrics
+
+
+def _export_initial_encoder(cfg: PretrainConfig, manifest: dict[str, Any], tokenizer: Any, model_dir: Path,
+                            checkpoint_dir: Path, metrics_path: Path, curve_path: Path, started: float) -> dict[str, Any]:
+    """max_steps 0: the encoder is exported as initialised, the very weights a pretraining run with this seed
+    starts from, so finetuning starts from random weights. At a CPU budget that finetunes as well as the
+    pretrained start and saves the stage's time (docs/pretraining-at-cpu-scale.md). Checkpoints of earlier
+    runs are left as they are: raising max_steps again resumes from them."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    network = build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    metrics = {
+        "train_loss": None, "val_loss": None, "steps": 0, "steps_this_run": 0, "resumed_from_step": None,
+        "tokens_per_second": None, "nonpad_tokens_per_second": None, "mfu": None,
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "packed_rows": None, "global_batch_rows": None, "fit_seconds": 0.0,
+        "wall_seconds": round(time.perf_counter() - started, 3), "world_size": 1,
+        "snapshot": manifest["snapshot"], "content_sha256": manifest["content_sha256"],
+    }
+    if _launch_rank(cfg.devices) == 0:  # under a multi-node launcher every rank gets here; one writes
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a DVC output of the stage
+        _export(network, tokenizer, model_dir)
+        write_json(metrics_path, metrics)
+        write_csv(curve_path, CURVE_COLUMNS, [])
     return metrics
 
 

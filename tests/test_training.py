@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from data_checks.io import DoclifeError
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
@@ -85,6 +86,8 @@ def test_warmup_then_linear_decay() -> None:
 def test_config_checks() -> None:
     with pytest.raises(DoclifeError, match="divisible"):
         PretrainConfig(hidden_size=30, num_heads=4)
+    with pytest.raises(DoclifeError, match="max_steps must be >= 0"):
+        PretrainConfig(max_steps=-1)
     with pytest.raises(DoclifeError, match="mask_probability"):
         PretrainConfig(mask_probability=1.5)
     with pytest.raises(DoclifeError, match="precision"):
@@ -198,6 +201,29 @@ def test_pretrain_resumes_and_restarts_on_changed_fingerprint(
 
     third = run(replace(cfg, max_steps=8, learning_rate=5e-4))
     assert third["resumed_from_step"] is None and third["steps_this_run"] == 8
+
+
+def test_zero_pretraining_steps_export_the_encoder_a_run_starts_from(workspace: dict[str, Path], tmp_path: Path) -> None:
+    def run(cfg: PretrainConfig, out: str, ckpt: str = "ckpt") -> dict:
+        return pretrain(cfg, workspace["snapshot"], workspace["tokenizer"], tmp_path / out, tmp_path / ckpt,
+                        tmp_path / f"{out}.json", tmp_path / f"{out}.csv")
+
+    trained = run(replace(TINY, max_steps=4, checkpoint_every_n_steps=2), "trained")
+    none = run(replace(TINY, max_steps=0), "none")
+    assert none["steps"] == 0 and none["train_loss"] is None and none["parameters"] == trained["parameters"]
+    assert json.loads((tmp_path / "none.json").read_text())["steps"] == 0
+    assert pd.read_csv(tmp_path / "none.csv").empty  # the curve's header, no steps
+    # The weights a pretraining run starts from: one step at a vanishing rate leaves them where they began.
+    run(replace(TINY, max_steps=1, learning_rate=1e-12), "one_still_step", ckpt="ckpt_still")
+    start, still = (load_file(tmp_path / d / "model.safetensors") for d in ("none", "one_still_step"))
+    assert start.keys() == still.keys() and all(torch.allclose(start[k], still[k], atol=1e-6) for k in start)
+    assert not torch.allclose(start["bert.embeddings.word_embeddings.weight"],
+                              load_file(tmp_path / "trained" / "model.safetensors")["bert.embeddings.word_embeddings.weight"])
+    # The earlier run's checkpoints stay: pretraining again resumes from them.
+    assert run(replace(TINY, max_steps=6, checkpoint_every_n_steps=2), "resumed")["resumed_from_step"] == 4
+    # Finetuning starts from the untrained encoder like from a pretrained one.
+    assert finetune(TINY_FT, workspace["snapshot"], tmp_path / "none", LABELS, tmp_path / "ft", tmp_path / "ft_ckpt",
+                    tmp_path / "ft.json", tmp_path / "ft.csv")["epochs"] == TINY_FT.max_epochs
 
 
 # ---------------------------------------------------------------------------------------------- finetune
