@@ -40,21 +40,47 @@ def _is_latin(char: str) -> bool:
     return (char.isascii() and char.isalnum()) or (char.isalpha() and "LATIN" in unicodedata.name(char, ""))
 
 
+def _is_punctuation(char: str) -> bool:
+    """BertPreTokenizer's split characters besides whitespace: ASCII punctuation and Unicode's P* categories."""
+    return (char.isascii() and not char.isalnum() and char.isprintable() and not char.isspace()) \
+        or unicodedata.category(char).startswith("P")
+
+
+def continuing_pieces(normalizer: normalizers.Normalizer, texts: list[str]) -> list[str]:
+    """"##c" for every character c that can continue a word, sorted: the continuation pieces the trainer needs.
+
+    The WordPiece trainer creates these pieces while it walks a hash map of words, so their ids, and through
+    the ids its choice between equally frequent merges, change from run to run (huggingface/tokenizers#1794).
+    Handed over first, as special tokens, they get fixed ids, and the same text always trains the same
+    vocabulary. Characters that never continue a word are left out: whitespace and punctuation (the
+    pre-tokeniser splits there) and Chinese characters (the normaliser isolates them).
+    """
+    raw = set().union(*texts)  # distinct characters; normalising is per character, so these are enough
+    normalised = set(normalizer.normalize_str("".join(sorted(raw))))
+    return ["##" + c for c in sorted(normalised) if not (c.isspace() or _is_punctuation(c) or is_cjk(c))]
+
+
 def build_tokenizer(cfg: TokenizeConfig, texts: list[str]) -> Tokenizer:
-    """Train the WordPiece model on `texts` and attach BERT's [CLS] ... [SEP] template."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tok.normalizer = normalizers.BertNormalizer(
+    """Train the WordPiece model on `texts` and attach BERT's [CLS] ... [SEP] template. Deterministic: the
+    same texts and settings give the same vocabulary and ids (see `continuing_pieces`)."""
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=cfg.lowercase
     )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=cfg.vocab_size,
         min_frequency=cfg.min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + continuing_pieces(normalizer, texts),
         continuing_subword_prefix="##",
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    trained = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    trained.normalizer = normalizer
+    trained.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trained.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # The trained vocabulary without the pieces' special-token status: in text, "##a" is not one token.
+    tok = Tokenizer(trained.model)
+    tok.normalizer, tok.pre_tokenizer = trained.normalizer, trained.pre_tokenizer
+    tok.add_special_tokens(SPECIAL_TOKENS)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

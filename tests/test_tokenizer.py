@@ -81,3 +81,20 @@ def test_config_and_input_errors(tmp_path: Path) -> None:
         TokenizeConfig(vocab_size=10)
     with pytest.raises(DoclifeError, match="manifest"):
         train_tokenizer(TokenizeConfig(), tmp_path, tmp_path / "tok")
+
+
+def test_the_same_text_trains_the_same_vocabulary_and_ids(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    import json
+
+    snapshot = make_snapshot(tmp_path / "snapshot", n_docs=200, seed=1)  # the fixture's corpus
+    vocabularies = []
+    for run in range(3):
+        train_tokenizer(TokenizeConfig(vocab_size=400, min_frequency=2), snapshot, tmp_path / f"tok{run}")
+        vocabularies.append(json.loads((tmp_path / f"tok{run}" / "tokenizer.json").read_text())["model"]["vocab"])
+    # The trainer's own order for continuation pieces follows a hash map: three runs disagreed without the fix.
+    assert vocabularies[0] == vocabularies[1] == vocabularies[2]
+    assert vocabularies[0] == json.loads((trained[0] / "tokenizer.json").read_text())["model"]["vocab"]
+    # The pieces handed to the trainer first are ordinary vocabulary, not special tokens matched in raw text.
+    tok = _load(trained[0])
+    assert sorted(tok.all_special_tokens) == sorted(SPECIAL_TOKENS)
+    assert "##s" in tok.get_vocab() and "##s" not in tok.tokenize("foot##s")  # '#' is punctuation: split off
