@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import pandas as pd
 
 from bench.common import DATASETS, RESULTS
 from data_checks.io import write_json
