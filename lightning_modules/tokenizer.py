@@ -47,7 +47,7 @@ def _is_punctuation(char: str) -> bool:
 
 
 def continuing_pieces(normalizer: normalizers.Normalizer, texts: list[str]) -> list[str]:
-    """"##c" for every character c that can continue a word, sorted: the continuation pieces the trainer needs.
+    """The continuation pieces the trainer needs, sorted: "##c" for every character c that can continue a word.
 
     The WordPiece trainer creates these pieces while it walks a hash map of words, so their ids, and through
     the ids its choice between equally frequent merges, change from run to run (huggingface/tokenizers#1794).
