@@ -65,7 +65,7 @@ bench-gpu: install  ## on a CUDA machine: MFU of base in bf16, and pretrain + fi
 	$(BIN)/python -m bench.quality --accelerator gpu --precision bf16-mixed --size mini --pretrain-steps 6000 \
 		--pretrain-batch-size 128 --pretrain-lr 5e-4 --finetune-lrs 1e-4,5e-4 --finetune-seeds 2 --name quality_gpu
 
-bench-real: install  ## the whole lifecycle on the real review corpus, categories and sentiment (about 30 min)
+bench-real: install  ## the whole lifecycle on the real review corpus, categories and sentiment (30-35 min)
 	$(BIN)/python -m bench.real_corpus
 
 bench-data: install  ## cleaning + validation on every shared corpus, 1M documents, datatrove side by side, defect injection
