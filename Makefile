@@ -15,18 +15,28 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 4200
 SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
 
-.PHONY: install demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data bench-real clean
+.PHONY: install lock demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data bench-real clean
+
+# The versions the test suite last passed with (`make lock` refreshes them): a fresh install gets exactly
+# these, so a new release of some transitive dependency cannot break it unannounced.
+CONSTRAINTS := .ci/constraints.txt
 
 # torch first, pinned to the CPU wheel: every later requirement it satisfies then installs nothing more.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "doclife needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
+
+lock:  ## after `make test` passes: record every installed version in .ci/constraints.txt
+	@{ echo "# The versions \`make test\` passed with; \`make lock\` rewrites this file from .venv. torch is"; \
+	   echo "# installed first by the Makefile (CPU wheel) and is not pinned here."; \
+	   $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(torch|nvidia-|triton)([=-]|$$)'; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
 demo: install  ## the whole lifecycle on the built-in sample corpus, as a Prefect flow
 	doclife run
@@ -53,7 +63,7 @@ bench-ops: install  ## a full and a no-change lifecycle run against a running Pr
 	$(BIN)/python -m bench.ops
 
 bench-train: install  ## pretraining throughput vs the HF Trainer, quality, the bf16 stream's numerics and bytes (README "Measured")
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.finetune_batches
@@ -69,7 +79,7 @@ bench-real: install  ## the whole lifecycle on the real review corpus, categorie
 	$(BIN)/python -m bench.real_corpus
 
 bench-data: install  ## cleaning + validation on every shared corpus, 1M documents, datatrove side by side, defect injection
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
 	$(BIN)/python -m bench.data
 	$(BIN)/python -m bench.datatrove_compare
 
