@@ -92,28 +92,54 @@ def _hash_files(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank: int) -> tuple[Path | None, int | None]:
+def _past_length(state: dict[str, Any], cfg: PretrainConfig | FinetuneConfig) -> str | None:
+    """Why the checkpoint `state` cannot continue to `cfg`'s training length, or None when it can.
+
+    A checkpoint past a lowered length cannot be trained back down to it, and exporting it would hand on a
+    model trained longer than params.yaml says: the run starts fresh instead.
+    """
+    if isinstance(cfg, PretrainConfig):
+        trained, limit, unit = int(state["global_step"]), cfg.max_steps, "steps"
+    else:
+        # Epochs begun, the one the checkpoint was saved in included. Lightning 2.6 refuses a checkpoint only
+        # when its current_epoch (epochs completed at the save) > max_epochs; one saved at the end of epoch
+        # index max_epochs it resumes and stops at once, an epoch over the limit.
+        progress = state["loops"]["fit_loop"]["epoch_progress"]["current"]
+        trained, limit, unit = int(progress["started"]), cfg.max_epochs, "epochs"
+    if trained <= limit:
+        return None
+    key = "max_steps" if unit == "steps" else "max_epochs"
+    return f"the checkpoint has trained {trained} {unit}, past {_section(cfg)}.{key}={limit}"
+
+
+def _prepare_checkpoints(checkpoint_dir: Path, fingerprint: dict[str, Any], rank: int,
+                         cfg: PretrainConfig | FinetuneConfig) -> tuple[Path | None, int | None]:
     """Return (checkpoint, its step) when one belongs to this exact run; otherwise clear stale checkpoints.
 
-    The fingerprint leaves out only the length of training (max_steps / max_epochs), so raising it resumes.
+    The fingerprint leaves out only the length of training (max_steps / max_epochs), so raising it resumes;
+    lowering it below what the checkpoint has trained starts fresh (see `_past_length`).
     """
     stored = checkpoint_dir / FINGERPRINT_FILE
+    why = f"clearing checkpoints in {checkpoint_dir} that belong to another run"
     if stored.is_file() and read_json(stored) == fingerprint:
         # The readable checkpoint with the most steps: a kill -9 can tear the file being written, or stop the
         # run between writing step=N.ckpt and refreshing last.ckpt.
-        found: list[tuple[int, Path]] = []
+        found: list[tuple[int, Path, dict[str, Any]]] = []
         for path in checkpoint_dir.glob("*.ckpt"):
             try:
                 state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-                found.append((int(state["global_step"]), path))
+                found.append((int(state["global_step"]), path, state))
             except Exception as exc:  # a truncated file: any unpickling error
                 rank_zero_info(f"doclife: skipping unreadable checkpoint {path.name} ({type(exc).__name__})")
         if found:
-            step, path = max(found, key=lambda item: (item[0], item[1].name == LAST_CHECKPOINT))
-            return path, step
+            step, path, state = max(found, key=lambda item: (item[0], item[1].name == LAST_CHECKPOINT))
+            past = _past_length(state, cfg)
+            if past is None:
+                return path, step
+            why = past
     if rank == 0:
         if checkpoint_dir.exists():
-            rank_zero_info(f"doclife: starting fresh, clearing checkpoints in {checkpoint_dir} that belong to another run")
+            rank_zero_info(f"doclife: starting fresh: {why}")
             shutil.rmtree(checkpoint_dir)
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         write_json(stored, fingerprint)
@@ -227,7 +253,7 @@ def pretrain(
         "tokenizer_sha256": _hash_files(tokenizer_dir / "tokenizer.json"),
         "config": run_settings,
     }
-    ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices))
+    ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices), cfg)
     if resumed_from is not None:
         rank_zero_info(f"doclife: resuming from step {resumed_from} ({ckpt_path})")
         if resumed_from >= cfg.max_steps:
@@ -361,7 +387,7 @@ def finetune(
         "labels": labels,
         "config": {k: v for k, v in asdict(cfg).items() if k != "max_epochs"},
     }
-    ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices))
+    ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices), cfg)
     if resumed_from is not None:
         rank_zero_info(f"doclife: resuming from step {resumed_from} ({ckpt_path})")
 

@@ -203,6 +203,26 @@ def test_pretrain_resumes_and_restarts_on_changed_fingerprint(
     assert third["resumed_from_step"] is None and third["steps_this_run"] == 8
 
 
+def test_lowering_max_steps_below_the_checkpoint_starts_fresh(
+    workspace: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def run(cfg: PretrainConfig, out: str) -> dict:
+        return pretrain(cfg, workspace["snapshot"], workspace["tokenizer"], tmp_path / out / "model",
+                        tmp_path / out / "ckpt", tmp_path / out / "m.json", tmp_path / out / "c.csv")
+
+    cfg = replace(TINY, max_steps=6, checkpoint_every_n_steps=3)
+    assert run(cfg, "a")["steps"] == 6
+    with caplog.at_level(logging.INFO):
+        lowered = run(replace(cfg, max_steps=4), "a")
+    assert "doclife: starting fresh: the checkpoint has trained 6 steps, past pretrain.max_steps=4" in caplog.text
+    assert lowered["resumed_from_step"] is None and lowered["steps"] == lowered["steps_this_run"] == 4
+    # The export is what 4 steps give, not the 6-step checkpoint handed on.
+    straight = run(replace(cfg, max_steps=4), "straight")
+    assert (lowered["train_loss"], lowered["val_loss"]) == (straight["train_loss"], straight["val_loss"])
+    reference, weights = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("straight", "a"))
+    assert weights.keys() == reference.keys() and all(torch.equal(weights[k], t) for k, t in reference.items())
+
+
 def test_zero_pretraining_steps_export_the_encoder_a_run_starts_from(workspace: dict[str, Path], tmp_path: Path) -> None:
     def run(cfg: PretrainConfig, out: str, ckpt: str = "ckpt") -> dict:
         return pretrain(cfg, workspace["snapshot"], workspace["tokenizer"], tmp_path / out, tmp_path / ckpt,
@@ -302,6 +322,30 @@ def test_finetune_is_reproducible_and_resumes(workspace: dict[str, Path], tmp_pa
     c = _finetune(workspace, tmp_path / "a", cfg=replace(TINY_FT, max_epochs=3))
     assert c["resumed_from_step"] == a["steps"] and c["epochs"] == 3
     assert pd.read_csv(tmp_path / "a" / "curve.csv")["epoch"].tolist() == [0, 1, 2]
+
+
+def test_lowering_max_epochs_below_the_checkpoint_starts_fresh(
+    workspace: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def lowered_to(epochs: int, trained: int) -> None:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            metrics = _finetune(workspace, tmp_path / "a", cfg=replace(TINY_FT, max_epochs=epochs))
+        note = f"doclife: starting fresh: the checkpoint has trained {trained} epochs, past finetune.max_epochs={epochs}"
+        assert note in caplog.text
+        assert metrics["resumed_from_step"] is None and metrics["epochs"] == epochs
+        assert pd.read_csv(tmp_path / "a" / "curve.csv")["epoch"].tolist() == list(range(epochs))
+        straight = _finetune(workspace, tmp_path / f"straight{epochs}", cfg=replace(TINY_FT, max_epochs=epochs))
+        assert _stable(metrics) == _stable(straight)
+
+    _finetune(workspace, tmp_path / "a", cfg=replace(TINY_FT, max_epochs=3))
+    # 3 -> 1: Lightning would refuse the checkpoint (current_epoch=2 > max_epochs=1), for good.
+    lowered_to(1, trained=3)
+    # Raising the length still resumes.
+    raised = _finetune(workspace, tmp_path / "a", cfg=replace(TINY_FT, max_epochs=3))
+    assert raised["resumed_from_step"] is not None and raised["epochs"] == 3
+    # 3 -> 2: Lightning would resume (current_epoch=2 is not > 2) and stop at once, one epoch over.
+    lowered_to(2, trained=3)
 
 
 def test_balanced_sampler_draws_labels_equally(workspace: dict[str, Path]) -> None:
