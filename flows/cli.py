@@ -190,12 +190,16 @@ def _history(args: argparse.Namespace, at: Layout) -> int:
 
 
 def _predict(args: argparse.Namespace, at: Layout) -> int:
+    # Neither module imports torch or transformers (seconds to load): a wrong path, format, encoding or model
+    # name is answered before predict_file loads them.
     from flows.registry import Registry
-    from flows.serving import predict_file
+    from flows.serving import check_predict_args, predict_file
 
+    check_predict_args(Path(args.input), Path(args.output), args.encoding)
     params = load_params(at.params)
     entry = Registry(at.registry(params.promote.registry)).resolve(args.model)
-    result = predict_file(Path(entry["path"]), Path(args.input), Path(args.output), params.evaluate.batch_size)
+    result = predict_file(Path(entry["path"]), Path(args.input), Path(args.output), params.evaluate.batch_size,
+                          args.encoding)
     print(json.dumps({"model": entry["version"], **result}, indent=2, ensure_ascii=False))
     return 0
 
@@ -232,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="batch prediction with a registered model")
     predict.add_argument("--model", default="champion", help="champion, challenger or a version such as v0003")
     predict.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet with a `text` column")
-    predict.add_argument("--output", required=True, help="where to write predicted + prob_<label> (.csv/.jsonl/.parquet)")
+    predict.add_argument("--output", required=True,
+                         help="where to write predicted, flag and prob_<label> (.csv/.jsonl/.parquet, UTF-8)")
+    predict.add_argument("--encoding", help="the CSV/TSV/JSONL input's text encoding, e.g. gbk (default: utf-8)")
     return parser
 
 

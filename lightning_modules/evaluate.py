@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,42 @@ def predict_proba(
 ) -> tuple[np.ndarray, list[str]]:
     """Class probabilities (n, C) for `texts` from an exported model dir, and the label of each column."""
     tokenizer, model, labels, max_length = load_exported(model_dir)
+    probs, _ = _predict(tokenizer, model, list(texts), batch_size, max_length, device, count_tokens=False)
+    return probs, labels
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What batch prediction needs besides the probabilities: how much of each text the model read."""
+
+    probs: np.ndarray
+    """Class probabilities, (n, C), columns in `labels` order."""
+    labels: list[str]
+    """The model's labels."""
+    n_tokens: np.ndarray
+    """(n,) each text's tokens without the special ones ([CLS], [SEP]), counted in full even where truncated."""
+    max_tokens: int
+    """The most text tokens the model reads: its max length less the special tokens."""
+
+
+def predict_with_tokens(model_dir: Path, texts: list[str], batch_size: int = 128, device: str = "cpu") -> Predictions:
+    """`predict_proba` plus each text's token count, so a caller can tell which texts were cut or empty."""
+    tokenizer, model, labels, max_length = load_exported(model_dir)
+    probs, n_tokens = _predict(tokenizer, model, list(texts), batch_size, max_length, device, count_tokens=True)
+    specials = tokenizer.num_special_tokens_to_add(pair=False)
+    return Predictions(probs, labels, n_tokens - specials, max_length - specials)
+
+
+def _predict(
+    tokenizer: Any, model: Any, texts: list[str], batch_size: int, max_length: int, device: str, count_tokens: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (n, C) and, with `count_tokens`, each text's full token count with special tokens (n,)."""
     model.to(device)
-    texts = list(texts)
     # Longest first: each batch holds texts of about the same length (in characters, which tokens follow
     # closely), so little of it is padding; the rows go back to the input order as they are written.
     order = np.argsort([-len(text) for text in texts], kind="stable")
-    probs = np.zeros((len(texts), len(labels)), dtype=np.float32)
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    n_tokens = np.zeros(len(texts), dtype=np.int64) if count_tokens else None
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
@@ -63,7 +94,15 @@ def predict_proba(
             ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
             logits = model(input_ids=ids, attention_mask=attention).logits  # (b, C)
             probs[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probs, labels
+            if n_tokens is not None:
+                lengths = batch["attention_mask"].sum(dim=1).numpy()  # (b,) tokens read, specials included
+                # Only a text that filled max_length can have been cut: tokenize just those again, uncut.
+                cut = np.flatnonzero(lengths >= max_length)
+                if len(cut):
+                    uncut = tokenizer([texts[rows[i]] for i in cut], truncation=False, verbose=False)["input_ids"]
+                    lengths[cut] = [len(x) for x in uncut]
+                n_tokens[rows] = lengths
+    return probs, n_tokens
 
 
 def macro_ovr_auroc(probs: torch.Tensor, target: torch.Tensor) -> float | None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,97 @@ def test_scores_match_the_evaluate_stage_and_the_bootstrap_is_seeded():
     # Paired: a model compared with itself improves by exactly zero on every resample.
     same = paired_improvement("macro_f1", target, probs, probs, weights, 0.95)
     assert (same.observed, same.low, same.high) == (0, 0, 0)
+
+
+def _champion_workspace(root: Path, model_dir: Path) -> str:
+    """A workspace at `root` (params.yaml and a registry) whose champion is `model_dir`; returns its version."""
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")
+    reg = Registry(root / "registry")
+    version = reg.register(model_dir, {})["version"]
+    reg.decide(version, True, "first model")
+    return version
+
+
+def _gbk_csv(path: Path) -> list[str]:
+    texts = ["football match", "足球比赛今天很精彩", "新的软件和芯片"]
+    pd.DataFrame({"id": [1, 2, 3], "text": texts}).to_csv(path, index=False, encoding="gbk")
+    return texts
+
+
+# Run in a fresh process: the test process has long imported torch.
+ARGUMENT_ERRORS = """
+import contextlib, io, json, sys
+from flows.cli import main
+answers = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        answers.append([main(["predict", *argv]), err.getvalue()])
+print(json.dumps({"answers": answers, "loaded": [m for m in ("torch", "transformers") if m in sys.modules]}))
+"""
+
+
+def test_predict_answers_bad_arguments_in_one_line_without_loading_torch(model_dir, tmp_path):
+    _champion_workspace(tmp_path, model_dir)
+    pd.DataFrame({"text": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
+    pd.DataFrame({"text": TEXTS}).to_parquet(tmp_path / "in.parquet")
+    (tmp_path / "in.txt").write_text("text\nhello\n", encoding="utf-8")
+    _gbk_csv(tmp_path / "gbk.csv")
+    cases = {
+        "missing.csv: no such file": ["--input", "missing.csv", "--output", "o.csv"],
+        "in.txt: unsupported input format": ["--input", "in.txt", "--output", "o.csv"],
+        "o.xlsx: unsupported output format": ["--input", "in.csv", "--output", "o.xlsx"],
+        "no version 'v0099'": ["--model", "v0099", "--input", "in.csv", "--output", "o.csv"],
+        "--encoding klingon: not a text encoding": ["--input", "in.csv", "--output", "o.csv", "--encoding", "klingon"],
+        "in.parquet: --encoding applies to CSV": ["--input", "in.parquet", "--output", "o.csv", "--encoding", "gbk"],
+        "in.csv: is the input file": ["--input", "in.csv", "--output", "in.csv"],
+        "gbk.csv: not valid utf-8": ["--input", "gbk.csv", "--output", "o.csv"],
+    }
+    done = subprocess.run([sys.executable, "-c", ARGUMENT_ERRORS, json.dumps(list(cases.values()))], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for expected, (code, err) in zip(cases, result["answers"]):
+        assert code == 2 and err.startswith("doclife predict: error: ") and err.count("\n") == 1, err
+        assert expected in err, err
+    assert result["loaded"] == []
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_predict_flags_empty_and_truncated_texts(model_dir, tmp_path, monkeypatch, capsys):
+    from transformers import AutoTokenizer
+
+    from flows.cli import main
+
+    _champion_workspace(tmp_path, model_dir)
+    long = "software chip 网络 " * 40
+    texts = ["football match 今天", "", "  \t ", long, "\u200b"]  # the zero-width space is dropped by the tokenizer
+    pd.DataFrame({"id": range(5), "text": texts}).to_json(tmp_path / "in.jsonl", orient="records", lines=True,
+                                                          force_ascii=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--input", "in.jsonl", "--output", "out.parquet"]) == 0
+    assert json.loads(capsys.readouterr().out)["flagged"] == {"empty_text": 3, "truncated": 1}
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    # Text tokens, without [CLS] and [SEP]: the model (max length 32) reads 30 of them.
+    n_long = len(AutoTokenizer.from_pretrained(str(model_dir))(long)["input_ids"]) - 2
+    assert n_long > 30
+    assert list(out["flag"]) == ["", "empty text", "empty text", f"truncated: 30 of {n_long} tokens read", "empty text"]
+    # A flagged row keeps the model's label and probabilities: the flag is the one place doubt is recorded.
+    assert set(out["predicted"]) <= set(LABELS)
+    assert np.allclose(out[[f"prob_{label}" for label in LABELS]].sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_gbk_csv_fails_as_utf8_naming_the_place_and_reads_with_its_encoding(model_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    from flows.cli import main
+
+    _champion_workspace(tmp_path, model_dir)
+    texts = _gbk_csv(tmp_path / "in.csv")
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--input", "in.csv", "--output", "out.csv"]) == 2
+    err = capsys.readouterr().err
+    # Line 1 is the header, line 2 ASCII; the first GBK byte opens line 3 after "2,".
+    assert "in.csv: not valid utf-8 at line 3, column 3" in err and "--encoding" in err and err.count("\n") == 1
+    assert main(["predict", "--input", "in.csv", "--output", "out.csv", "--encoding", "gbk"]) == 0
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert list(out["text"]) == texts and list(out["flag"]) == ["", "", ""]
