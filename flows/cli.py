@@ -119,17 +119,26 @@ STAGE_COMMANDS: dict[str, Callable[[Params, Layout], dict[str, Any]]] = {
 
 
 def _run(args: argparse.Namespace, at: Layout) -> int:
-    # Before Prefect is imported: its embedded server's telemetry heartbeat contends for the SQLite database.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.config import set_param
-    from flows.lifecycle import lifecycle
-
     if args.source:
         source = Path(args.source).resolve()
         if not source.is_file():
             raise DoclifeError(f"{args.source}: no such file")
+        from flows.config import set_param
+
         # The source becomes part of params.yaml, so `dvc repro` reproduces this very run.
         set_param(at.params, "ingest.source", _relative_if_inside(source, at.root))
+    # Against a real server (`make ui`) the run sends heartbeats (set before Prefect is imported), and the
+    # server marks it Crashed if they stop (kill -9, a lost machine) instead of showing it "Running" for good.
+    heartbeat = load_params(at.params).schedule.heartbeat_seconds
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(heartbeat))
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.lifecycle import lifecycle
+
+    if PREFECT_API_URL.value():
+        from flows.deployments import ensure_crash_automation
+
+        ensure_crash_automation(heartbeat)
     summary = lifecycle(str(at.root))
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
@@ -242,9 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def prefect_environment(root: Path) -> None:
+    """Prefect settings for every way doclife starts (make, .venv/bin/doclife, a runner's flow-run process),
+    set before Prefect is imported; a value already in the environment wins."""
+    # The workspace's own Prefect home: runs started from the CLI land in the database `make ui` shows.
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    # Its embedded server's telemetry heartbeat contends for the SQLite database.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A connected client retries for 2 + 4 + ... + 128 s (about 4 min): a server restart does not fail a run.
+    os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     at = Layout(Path.cwd())
+    if args.command in ("run", "serve"):
+        prefect_environment(at.root)
     try:
         if args.command == "promote" and (args.rollback or args.force or args.version):
             return _promote_by_hand(args, at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,16 @@ class ScheduleConfig:
     """The time zone the cron expression is read in (IANA name)."""
     watch_every_seconds: int = 300
     """How often the watcher deployment checks whether the source corpus changed."""
+    heartbeat_seconds: int = 30
+    """How often a served run reports that its process is alive; one silent for three beats is marked Crashed."""
 
     def __post_init__(self) -> None:
         if len(self.cron.split()) != 5:
             raise ValueError(f"cron {self.cron!r} must have five fields (minute hour day month weekday)")
         if self.watch_every_seconds < 10:
             raise ValueError("watch_every_seconds must be >= 10")
+        if self.heartbeat_seconds < 30:
+            raise ValueError("heartbeat_seconds must be >= 30 (Prefect's shortest heartbeat interval)")
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,16 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and check `params.yaml`; a wrong key or value is a one-line error naming the file."""
     import yaml
 
+    # YAML 1.2's numbers, as DVC reads params.yaml: `3e-4` is a float (PyYAML's YAML 1.1 makes it a string).
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader) or {}
     except FileNotFoundError:
         raise DoclifeError(f"{path}: no such file (run doclife from the workspace root)") from None
     except yaml.YAMLError as exc:

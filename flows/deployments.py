@@ -1,69 +1,219 @@
 """Deployments served by `doclife serve` (`make schedule`): the lifecycle on a cron schedule, and a watcher
-that starts the lifecycle as soon as the source corpus's content changes.
+that starts the lifecycle once for each change of the source corpus.
 
 Both run in the serving process against a Prefect server (`make ui`); each flow run is its own process.
-To run them under a work pool instead, see the README ("Scheduling").
+What keeps scheduled runs sane over a server's and the serving process's life:
+
+- one run of each deployment at a time: a run that would overlap is cancelled before its process starts
+  (a deployment concurrency limit with the CANCEL_NEW strategy);
+- runs missed while `serve` was down are not back-filled: at start, the newest missed run of each deployment
+  is kept as the catch-up and the older ones are deleted;
+- a run whose process dies without a word (kill -9, a lost machine) is marked Crashed when its heartbeats
+  stop (a server automation), and stopping `serve` stops its runs and marks them Cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
+import signal
 from pathlib import Path
+from uuid import UUID
 
-from prefect import flow, get_run_logger, serve
+import httpx
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterExpectedStartTime,
+                                            FlowRunFilterState, FlowRunFilterStateType)
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy, FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.deployments import run_deployment
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
+from prefect.settings import PREFECT_API_URL
 
+from data_checks.io import DoclifeError, read_json, write_json
 from flows.config import load_params
-from flows.dvc import StageFailed, run_dvc, stage_error
+from flows.dvc import changed_paths, dvc_status
 from flows.layout import Layout
-from flows.lifecycle import lifecycle
+from flows.lifecycle import edited_sample, lifecycle, uses_sample
 
 LIFECYCLE_DEPLOYMENT = "doclife-lifecycle/scheduled"
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+# A run in one of these states holds (or is about to take) its deployment's single slot.
+UNDER_WAY = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+ENDED_FOR_GOOD = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED}
+CRASH_AUTOMATION = "doclife: mark runs whose heartbeats stopped as Crashed"
 
 
-def source_changed(workspace: Path) -> bool:
+# ------------------------------------------------------------------------------------------ the watcher
+def source_changed(at: Layout, status: dict[str, list]) -> bool:
     """Whether the source file differs from the one recorded in dvc.lock, or was never ingested."""
-    at = Layout(workspace)
     if not at.ingested.exists():
         return True
-    source = load_params(at.params).ingest.source
-    code, lines = run_dvc(at.root, ["status", "--json", "ingest"], lambda line: None)
-    if code != 0:
-        raise StageFailed(f"dvc status failed: {stage_error(lines)}")
-    # e.g. {"ingest": [{"changed deps": {"data/raw/sample.csv": "modified"}}]}
-    entries = json.loads("\n".join(lines) or "{}").get("ingest", [])
-    return any(isinstance(entry, dict) and source in entry.get("changed deps", {}) for entry in entries)
+    return load_params(at.params).ingest.source in changed_paths(status, "ingest", "changed deps")
+
+
+def source_fingerprint(path: Path) -> str:
+    """Size and modification time: enough to tell one change of the file from the next, without reading it."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _runs_under_way(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
+    """Runs of the deployment that are running or due now (a run just created waits for the runner's poll)."""
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY)),
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=soon)))
 
 
 @flow(name="doclife-watch-source")
 def watch_source(workspace: str = ".") -> str:
-    """Start the lifecycle deployment when the source corpus changed; otherwise do nothing."""
+    """Start the lifecycle deployment once for each change of the source corpus; otherwise do nothing."""
     log = get_run_logger()
-    if not source_changed(Path(workspace)):
+    at = Layout(Path(workspace))
+    source = at.root / load_params(at.params).ingest.source
+    status = dvc_status(at.root, ["ingest"])
+    if uses_sample(at, str(source)) and (refusal := edited_sample(at, status)):
+        log.warning(refusal)
+        return "refused: the built-in sample was edited"
+    if not source_changed(at, status):
         log.info("source corpus unchanged")
         return "unchanged"
-    run = run_deployment(LIFECYCLE_DEPLOYMENT, parameters={"workspace": workspace}, timeout=0)
+    record_path, fingerprint = at.root / ".dvc/tmp/doclife-watch.json", source_fingerprint(source)
+    record = read_json(record_path) if record_path.is_file() else {}
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(LIFECYCLE_DEPLOYMENT)
+        if under_way := _runs_under_way(client, deployment.id):
+            # That run reads the source when its ingest runs; if it started before the change, the next
+            # check after it ends still sees the source differ from dvc.lock and starts one.
+            log.info("source corpus changed; lifecycle run %s is under way, checking again after it", under_way[0].name)
+            return "waiting"
+        if record.get("fingerprint") == fingerprint:
+            last = client.read_flow_run(UUID(record["flow_run_id"]))
+            if last.state_type in ENDED_FOR_GOOD:
+                log.warning("the lifecycle run %s for this version of %s ended %s; not starting another until the "
+                            "file changes again", last.name, source.name, last.state_name)
+                return f"not retried: {last.state_name}"
+    run = run_deployment(LIFECYCLE_DEPLOYMENT, parameters={"workspace": str(at.root)}, timeout=0)
+    write_json(record_path, {"fingerprint": fingerprint, "flow_run_id": str(run.id)})
     log.info("source corpus changed: started lifecycle run %s", run.name)
     return f"started {run.name}"
 
 
+# ------------------------------------------------------------------------------------------ serving
 def build_deployments(workspace: Path) -> list[RunnerDeployment]:
     """The scheduled lifecycle and the source watcher, with their schedules from params.yaml."""
     at = Layout(workspace)
     schedule = load_params(at.params).schedule
     parameters = {"workspace": str(at.root)}
     return [
-        lifecycle.to_deployment(name="scheduled", parameters=parameters,
+        lifecycle.to_deployment(name="scheduled", parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
                                 schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
                                 description="The whole lifecycle; stages with unchanged inputs are skipped."),
-        watch_source.to_deployment(name="on-new-data", parameters=parameters,
+        watch_source.to_deployment(name="on-new-data", parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
                                    schedules=[Interval(schedule.watch_every_seconds)],
-                                   description="Starts the lifecycle when the source corpus changes."),
+                                   description="Starts the lifecycle once for each change of the source corpus."),
     ]
+
+
+def skip_missed_runs(client: SyncPrefectClient, deployment_id: UUID) -> int:
+    """Delete the runs that fell due while nobody served the deployment, but the newest (the catch-up run)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    missed = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                                      state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+                                      expected_start_time=FlowRunFilterExpectedStartTime(before_=now)),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC)
+    for run in missed[1:]:
+        client.delete_flow_run(run.id)
+    return max(0, len(missed) - 1)
+
+
+def ensure_crash_automation(heartbeat_seconds: int) -> None:
+    """A server automation that marks a flow run Crashed when it misses three heartbeats in a row
+    (Prefect's recipe for runs whose process died: github.com/PrefectHQ/prefect docs, "zombie flows")."""
+    from prefect.automations import Automation
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    try:
+        Automation.read(name=CRASH_AUTOMATION)
+        return
+    except ValueError:
+        pass
+    Automation(
+        name=CRASH_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=dt.timedelta(seconds=3 * heartbeat_seconds)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=(
+            f"no heartbeat for {3 * heartbeat_seconds} s: the process running this flow run died"))],
+    ).create()
+
+
+def end_unfinished_runs(deployment_ids: list[UUID]) -> int:
+    """Stop this process's flow-run processes (each stops its stage's process group on SIGTERM), then mark
+    every run of the deployments still Pending or Running as Cancelled: none stays "Running" for good."""
+    import psutil
+    from prefect.states import Cancelled
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=60)
+    for child in alive:
+        child.kill()
+    ended = 0
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY[1:])))):
+            client.set_flow_run_state(run.id, Cancelled(message="doclife serve stopped while this run was under way"),
+                                      force=True)
+            ended += 1
+    return ended
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def serve_deployments(workspace: Path) -> None:
     """Serve both deployments until interrupted (needs PREFECT_API_URL pointing at a running server)."""
-    serve(*build_deployments(workspace))
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    if not PREFECT_API_URL.value():
+        raise DoclifeError("serve needs a Prefect server: start one with `make ui`, then run `make schedule` "
+                           "(or set PREFECT_API_URL=http://127.0.0.1:4200/api)")
+    at = Layout(workspace)
+    schedule = load_params(at.params).schedule
+    runner = Runner(name=f"doclife-{at.root.name}", heartbeat_seconds=schedule.heartbeat_seconds)
+    deployment_ids = [runner.add_deployment(deployment) for deployment in build_deployments(at.root)]
+    with get_client(sync_client=True) as client:
+        skipped = sum(skip_missed_runs(client, deployment_id) for deployment_id in deployment_ids)
+    ensure_crash_automation(schedule.heartbeat_seconds)
+    # Closing the terminal (SIGHUP) stops serving like Ctrl-C does, not half way with runs left "Running".
+    signal.signal(signal.SIGHUP, _interrupt)
+    print(json.dumps({"serving": [LIFECYCLE_DEPLOYMENT, "doclife-watch-source/on-new-data"],
+                      "api": PREFECT_API_URL.value(), "missed_runs_skipped": skipped}), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
+    finally:
+        try:
+            ended = end_unfinished_runs(deployment_ids)
+        except httpx.HTTPError as exc:
+            raise DoclifeError(f"stopped, but could not mark unfinished runs Cancelled: the server at "
+                               f"{PREFECT_API_URL.value()} did not answer ({type(exc).__name__})") from None
+        print(json.dumps({"stopped": True, "runs_cancelled": ended}), flush=True)

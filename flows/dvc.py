@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -37,17 +39,46 @@ def dvc_env() -> dict[str, str]:
 
 
 def run_dvc(root: Path, args: list[str], log: Callable[[str], None] = print) -> tuple[int, list[str]]:
-    """Run `dvc ARGS` in `root`, passing each output line to `log` as it comes; return the exit code and lines."""
+    """Run `dvc ARGS` in `root`, passing each output line to `log` as it comes; return the exit code and lines.
+
+    The command and everything it starts (the stage's `doclife` process, ddp's ranks) form one process
+    group that belongs to this call: if the caller is interrupted (an exception in `log`, Ctrl-C, SIGTERM
+    from the Prefect runner), the group is stopped before the exception leaves, so a retried task never
+    meets the previous attempt's training still running.
+    """
     # --wait-for-lock: a hand-run `dvc repro` holding DVC's repository lock makes us wait, not fail.
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "--wait-for-lock", *args], cwd=root, env=dvc_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines = []
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)
+    lines: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        lines.append(line)
-        log(line)
-    return proc.wait(), lines
+    try:
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            log(line)
+        return proc.wait(), lines
+    except BaseException:
+        stop_process_group(proc)
+        raise
+
+
+def stop_process_group(proc: subprocess.Popen, grace_seconds: float = 30) -> None:
+    """SIGTERM the process group led by `proc` (Lightning saves a checkpoint on the way out), then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace_seconds)
+            # The leader is gone; its children may not be: one last sweep of the group.
+            os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # DVC's closing advice after a repro (git add dvc.lock, autostage, dvc push) is for a person at a shell; in a
@@ -74,21 +105,43 @@ def repro_stage(root: Path, stage: str, log: Callable[[str], None] = print) -> S
     return StageRun(stage=stage, ran=ran, seconds=round(time.perf_counter() - start, 2))
 
 
+# The last line of a Python traceback: `ValueError: ...`, `lightning...MisconfigurationException: ...`.
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Z]\w*(?:Error|Exception|Interrupt)\b(?::.*)?$")
+
+
 def stage_error(lines: list[str]) -> str:
-    """The most telling line of a failed stage's output: doclife's own error, else DVC's."""
-    for marker in (": error: ", "ERROR: "):
-        found = [line for line in lines if marker in line]
-        if found:
-            return found[-1].split(marker, 1)[1].strip() if marker == ": error: " else found[-1].strip()
+    """The most telling line of a failed stage's output: doclife's own error, else the exception that ended
+    the stage's process (the last line of its traceback), else DVC's own error."""
+    own = [line for line in lines if ": error: " in line]
+    if own:
+        return own[-1].split(": error: ", 1)[1].strip()
+    raised = [line.strip() for line in lines if _RAISED.match(line.strip())]
+    if raised:
+        return raised[-1]
+    dvc = [line for line in lines if "ERROR: " in line]
+    if dvc:
+        return dvc[-1].strip()
     return lines[-1].strip() if lines else "no output"
+
+
+def dvc_status(root: Path, stages: list[str]) -> dict[str, list]:
+    """`dvc status --json STAGES`: for each stage (and its upstream) that differs from dvc.lock, how it differs,
+    e.g. {"ingest": [{"changed deps": {"data/raw/sample.csv": "modified"}}]}. One DVC call."""
+    code, lines = run_dvc(root, ["status", "--json", *stages], lambda line: None)
+    if code != 0:
+        raise StageFailed(f"dvc status failed: {stage_error(lines)}")
+    return json.loads("\n".join(lines) or "{}")
 
 
 def changed_stages(root: Path, stages: list[str]) -> set[str]:
     """The stages (and their upstream) whose deps, params, code or outputs differ from dvc.lock: one DVC call."""
-    code, lines = run_dvc(root, ["status", "--json", *stages], lambda line: None)
-    if code != 0:
-        raise StageFailed(f"dvc status failed: {stage_error(lines)}")
-    return set(json.loads("\n".join(lines) or "{}"))
+    return set(dvc_status(root, stages))
+
+
+def changed_paths(status: dict[str, list], stage: str, kind: str) -> dict[str, str]:
+    """From `dvc_status`: the paths of `stage` whose `kind` ("changed deps" / "changed outs") changed, and how."""
+    return {path: how for entry in status.get(stage, []) if isinstance(entry, dict)
+            for path, how in entry.get(kind, {}).items()}
 
 
 @contextmanager

@@ -59,3 +59,13 @@ def test_set_param_keeps_comments_and_other_keys(tmp_path):
     changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
     assert len(changed) == 1 and changed[0][1].startswith("  source: corpora/news.jsonl")
     assert load_params(path).ingest.source == "corpora/news.jsonl"
+
+
+def test_numbers_read_as_dvc_reads_them(tmp_path):
+    # `3e-4` is a float in YAML 1.2 (DVC's reading, and what a person means), a string in PyYAML's YAML 1.1.
+    path = tmp_path / "params.yaml"
+    path.write_text("finetune:\n  learning_rate: 3e-4\n  weight_decay: 1E-2\npretrain:\n  max_steps: 40\n"
+                    "schedule:\n  cron: '0 2 * * *'\n", encoding="utf-8")
+    params = load_params(path)
+    assert params.finetune.learning_rate == 0.0003 and params.finetune.weight_decay == 0.01
+    assert params.pretrain.max_steps == 40 and isinstance(params.pretrain.max_steps, int)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
-from data_checks.io import read_json
+from data_checks.io import DoclifeError, read_json
 from flows.config import set_param
 from flows.dvc import StageFailed, repro_stage, run_dvc
 from flows.layout import Layout
@@ -55,14 +57,23 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(tiny_workspace
 
     # The watcher deployment starts a run only when the source corpus's content changed.
     from flows.deployments import source_changed
+    from flows.dvc import dvc_status
+    from flows.lifecycle import edited_sample
 
     source = workspace / "data/raw/sample.csv"
     original = source.read_bytes()
-    assert not source_changed(workspace)
+    assert not source_changed(at, dvc_status(workspace, ["ingest"]))
     source.write_bytes(original + "新的一条体育新闻,sports\n".encode())
-    assert source_changed(workspace)
+    status = dvc_status(workspace, ["ingest"])
+    assert source_changed(at, status)
+    # The built-in sample is an output of its own stage: a run would regenerate it, so an edit is refused.
+    refusal = edited_sample(at, status)
+    assert refusal and "sample.csv" in refusal and "--source" in refusal and "\n" not in refusal
+    with pytest.raises(DoclifeError, match="edited by hand"):
+        lifecycle(str(workspace))
+    assert source.read_bytes().endswith("新的一条体育新闻,sports\n".encode())  # the edit is still there
     source.write_bytes(original)
-    assert not source_changed(workspace)
+    assert not source_changed(at, dvc_status(workspace, ["ingest"]))
 
     # One finetuning parameter changed: only finetune, evaluate and promote run again.
     set_param(at.params, "finetune.learning_rate", 0.0003)
@@ -134,3 +145,38 @@ def test_doclife_reports_bad_input_in_one_line_naming_the_file(tiny_workspace):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and name in lines[0] and lines[0].startswith("doclife ingest: error: "), done.stderr
     assert not (workspace / "data/ingested.parquet").exists()
+
+
+def _one_stage_repo(root: Path, cmd: str) -> Path:
+    """A real git + DVC repository whose only stage runs `cmd`."""
+    (root / "dvc.yaml").write_text(f"stages:\n  only:\n    cmd: {cmd}\n    outs: [out.txt]\n", encoding="utf-8")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    assert run_dvc(root, ["init", "-q"], lambda line: None)[0] == 0
+    return root
+
+
+def test_a_stage_that_crashes_names_its_exception_not_the_exit_code(tmp_path):
+    repo = _one_stage_repo(tmp_path, f"{sys.executable} -c \"raise ValueError('the checkpoint is past max_epochs')\"")
+    with pytest.raises(StageFailed) as failure:
+        repro_stage(repo, "only", lambda line: None)
+    assert str(failure.value) == "stage 'only' failed: ValueError: the checkpoint is past max_epochs"
+
+
+def test_an_interrupted_stage_takes_its_processes_with_it(tmp_path):
+    # The stage prints, then sleeps in a child process; the caller is interrupted at the first line (as a
+    # task is when its run is stopped). The stage's whole process group must be gone when the error leaves.
+    marker = tmp_path / "pid.txt"
+    repo = _one_stage_repo(tmp_path, f"echo started && sh -c 'echo $$ > {marker}; sleep 300' && touch out.txt")
+
+    def interrupt(line: str) -> None:
+        if line.startswith("started"):
+            deadline = time.monotonic() + 30
+            while not marker.is_file() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_dvc(repo, ["repro"], interrupt)
+    sleeper = int(marker.read_text())
+    # Gone, or a zombie its new parent has not reaped yet: either way no longer running.
+    assert not psutil.pid_exists(sleeper) or psutil.Process(sleeper).status() == psutil.STATUS_ZOMBIE
