@@ -7,7 +7,8 @@ What keeps scheduled runs sane over a server's and the serving process's life:
 - one run of each deployment at a time: a run that would overlap is cancelled before its process starts
   (a deployment concurrency limit with the CANCEL_NEW strategy);
 - runs missed while `serve` was down are not back-filled: at start, the newest missed run of each deployment
-  is kept as the catch-up and the older ones are deleted;
+  is kept as the catch-up and the older ones are deleted, and runs a killed `serve` left under way with no
+  process are marked Crashed (they would hold the deployment's slot);
 - a run whose process dies without a word (kill -9, a lost machine) is marked Crashed when its heartbeats
   stop (a server automation), and stopping `serve` stops its runs and marks them Cancelled.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
+import psutil
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterExpectedStartTime,
@@ -76,8 +78,10 @@ def watch_source(workspace: str = ".") -> str:
     log = get_run_logger()
     at = Layout(Path(workspace))
     source = at.root / load_params(at.params).ingest.source
-    status = dvc_status(at.root, ["ingest"])
-    if uses_sample(at, str(source)) and (refusal := edited_sample(at, status)):
+    sample = uses_sample(at, str(source))
+    # `dvc status ingest` leaves the upstream `sample` stage out: name it to see an edit of its output.
+    status = dvc_status(at.root, ["sample", "ingest"] if sample else ["ingest"])
+    if sample and (refusal := edited_sample(at, status)):
         log.warning(refusal)
         return "refused: the built-in sample was edited"
     if not source_changed(at, status):
@@ -133,6 +137,24 @@ def skip_missed_runs(client: SyncPrefectClient, deployment_id: UUID) -> int:
     return max(0, len(missed) - 1)
 
 
+def crash_orphaned_runs(client: SyncPrefectClient, deployment_ids: list[UUID]) -> int:
+    """Mark Crashed the runs of the deployments left Pending or Running by a `serve` that was killed and
+    that no process on this machine runs any more: each would hold its deployment's only slot."""
+    from prefect.states import Crashed
+
+    alive = set()
+    for proc in psutil.process_iter(["environ"]):
+        # The runner starts each flow run's process with the run's id in its environment.
+        alive.add((proc.info["environ"] or {}).get("PREFECT__FLOW_RUN_ID"))
+    orphans = [run for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY[1:])))) if str(run.id) not in alive]
+    for run in orphans:
+        client.set_flow_run_state(run.id, Crashed(message="left under way by a doclife serve that was killed; "
+                                                          "no process runs it"), force=True)
+    return len(orphans)
+
+
 def ensure_crash_automation(heartbeat_seconds: int) -> None:
     """A server automation that marks a flow run Crashed when it misses three heartbeats in a row
     (Prefect's recipe for runs whose process died: github.com/PrefectHQ/prefect docs, "zombie flows")."""
@@ -163,7 +185,6 @@ def ensure_crash_automation(heartbeat_seconds: int) -> None:
 def end_unfinished_runs(deployment_ids: list[UUID]) -> int:
     """Stop this process's flow-run processes (each stops its stage's process group on SIGTERM), then mark
     every run of the deployments still Pending or Running as Cancelled: none stays "Running" for good."""
-    import psutil
     from prefect.states import Cancelled
 
     children = psutil.Process().children(recursive=True)
@@ -197,15 +218,20 @@ def serve_deployments(workspace: Path) -> None:
                            "(or set PREFECT_API_URL=http://127.0.0.1:4200/api)")
     at = Layout(workspace)
     schedule = load_params(at.params).schedule
-    runner = Runner(name=f"doclife-{at.root.name}", heartbeat_seconds=schedule.heartbeat_seconds)
+    # A run is taken up only when it falls due (the default takes it 10 s early): taken early, the next
+    # watcher check collides with the one still running and is cancelled by the deployment's limit.
+    runner = Runner(name=f"doclife-{at.root.name}", heartbeat_seconds=schedule.heartbeat_seconds,
+                    prefetch_seconds=1)
     deployment_ids = [runner.add_deployment(deployment) for deployment in build_deployments(at.root)]
     with get_client(sync_client=True) as client:
+        crashed = crash_orphaned_runs(client, deployment_ids)
         skipped = sum(skip_missed_runs(client, deployment_id) for deployment_id in deployment_ids)
     ensure_crash_automation(schedule.heartbeat_seconds)
     # Closing the terminal (SIGHUP) stops serving like Ctrl-C does, not half way with runs left "Running".
     signal.signal(signal.SIGHUP, _interrupt)
     print(json.dumps({"serving": [LIFECYCLE_DEPLOYMENT, "doclife-watch-source/on-new-data"],
-                      "api": PREFECT_API_URL.value(), "missed_runs_skipped": skipped}), flush=True)
+                      "api": PREFECT_API_URL.value(), "orphaned_runs_crashed": crashed,
+                      "missed_runs_skipped": skipped}), flush=True)
     try:
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):

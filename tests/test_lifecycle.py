@@ -56,7 +56,7 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(tiny_workspace
     assert code == 0 and any("up to date" in line for line in lines), lines
 
     # The watcher deployment starts a run only when the source corpus's content changed.
-    from flows.deployments import source_changed
+    from flows.deployments import source_changed, watch_source
     from flows.dvc import dvc_status
     from flows.lifecycle import edited_sample
 
@@ -64,13 +64,14 @@ def test_lifecycle_end_to_end_then_nothing_then_only_what_changed(tiny_workspace
     original = source.read_bytes()
     assert not source_changed(at, dvc_status(workspace, ["ingest"]))
     source.write_bytes(original + "新的一条体育新闻,sports\n".encode())
-    status = dvc_status(workspace, ["ingest"])
+    status = dvc_status(workspace, ["sample", "ingest"])
     assert source_changed(at, status)
     # The built-in sample is an output of its own stage: a run would regenerate it, so an edit is refused.
     refusal = edited_sample(at, status)
     assert refusal and "sample.csv" in refusal and "--source" in refusal and "\n" not in refusal
     with pytest.raises(DoclifeError, match="edited by hand"):
         lifecycle(str(workspace))
+    assert watch_source(str(workspace)) == "refused: the built-in sample was edited"
     assert source.read_bytes().endswith("新的一条体育新闻,sports\n".encode())  # the edit is still there
     source.write_bytes(original)
     assert not source_changed(at, dvc_status(workspace, ["ingest"]))
