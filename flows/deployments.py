@@ -84,10 +84,14 @@ def watch_source(workspace: str = ".") -> str:
     if sample and (refusal := edited_sample(at, status)):
         log.warning(refusal)
         return "refused: the built-in sample was edited"
+    if not source.exists() and not sample:  # the built-in sample is made by the run itself
+        log.warning("%s: no such file (ingest.source in params.yaml); not starting a run", source)
+        return "no source"
     if not source_changed(at, status):
         log.info("source corpus unchanged")
         return "unchanged"
-    record_path, fingerprint = at.root / ".dvc/tmp/doclife-watch.json", source_fingerprint(source)
+    record_path = at.root / ".dvc/tmp/doclife-watch.json"
+    fingerprint = source_fingerprint(source) if source.exists() else "not made yet"
     record = read_json(record_path) if record_path.is_file() else {}
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(LIFECYCLE_DEPLOYMENT)
