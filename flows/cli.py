@@ -199,12 +199,11 @@ def _history(args: argparse.Namespace, at: Layout) -> int:
 
 
 def _predict(args: argparse.Namespace, at: Layout) -> int:
-    # Neither module imports torch or transformers (seconds to load): a wrong path, format, encoding or model
-    # name is answered before predict_file loads them.
+    # Neither module imports torch or transformers (seconds to load): predict_file answers a wrong path,
+    # format, encoding or model before it loads them.
     from flows.registry import Registry
-    from flows.serving import check_predict_args, predict_file
+    from flows.serving import predict_file
 
-    check_predict_args(Path(args.input), Path(args.output), args.encoding)
     params = load_params(at.params)
     entry = Registry(at.registry(params.promote.registry)).resolve(args.model)
     result = predict_file(Path(entry["path"]), Path(args.input), Path(args.output), params.evaluate.batch_size,

@@ -43,8 +43,10 @@ from flows.lifecycle import edited_sample, lifecycle, uses_sample
 
 LIFECYCLE_DEPLOYMENT = "doclife-lifecycle/scheduled"
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
-# A run in one of these states holds (or is about to take) its deployment's single slot.
-UNDER_WAY = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+# A run in one of these states has a process (or is about to); with SCHEDULED, it holds or is about to take
+# its deployment's single slot.
+IN_A_PROCESS = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+UNDER_WAY = [StateType.SCHEDULED, *IN_A_PROCESS]
 ENDED_FOR_GOOD = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED}
 CRASH_AUTOMATION = "doclife: mark runs whose heartbeats stopped as Crashed"
 
@@ -63,13 +65,14 @@ def source_fingerprint(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _runs_under_way(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
-    """Runs of the deployment that are running or due now (a run just created waits for the runner's poll)."""
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
-    return client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY)),
-        expected_start_time=FlowRunFilterExpectedStartTime(before_=soon)))
+def deployment_runs(client: SyncPrefectClient, deployment_ids: list[UUID], states: list[StateType],
+                    due_within: dt.timedelta | None = None, sort: FlowRunSort | None = None) -> list[FlowRun]:
+    """The runs of the deployments in one of `states`; with `due_within`, only those due by now + it."""
+    due = None if due_within is None else FlowRunFilterExpectedStartTime(
+        before_=dt.datetime.now(dt.timezone.utc) + due_within)
+    return client.read_flow_runs(sort=sort, flow_run_filter=FlowRunFilter(
+        deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)), expected_start_time=due))
 
 
 @flow(name="doclife-watch-source")
@@ -95,7 +98,8 @@ def watch_source(workspace: str = ".") -> str:
     record = read_json(record_path) if record_path.is_file() else {}
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(LIFECYCLE_DEPLOYMENT)
-        if under_way := _runs_under_way(client, deployment.id):
+        # Running, or due now: a run just created waits for the runner's next poll.
+        if under_way := deployment_runs(client, [deployment.id], UNDER_WAY, due_within=dt.timedelta(seconds=30)):
             # That run reads the source when its ingest runs; if it started before the change, the next
             # check after it ends still sees the source differ from dvc.lock and starts one.
             log.info("source corpus changed; lifecycle run %s is under way, checking again after it", under_way[0].name)
@@ -130,12 +134,8 @@ def build_deployments(workspace: Path) -> list[RunnerDeployment]:
 
 def skip_missed_runs(client: SyncPrefectClient, deployment_id: UUID) -> int:
     """Delete the runs that fell due while nobody served the deployment, but the newest (the catch-up run)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    missed = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
-                                      state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-                                      expected_start_time=FlowRunFilterExpectedStartTime(before_=now)),
-        sort=FlowRunSort.EXPECTED_START_TIME_DESC)
+    missed = deployment_runs(client, [deployment_id], [StateType.SCHEDULED], due_within=dt.timedelta(0),
+                             sort=FlowRunSort.EXPECTED_START_TIME_DESC)
     for run in missed[1:]:
         client.delete_flow_run(run.id)
     return max(0, len(missed) - 1)
@@ -150,9 +150,7 @@ def crash_orphaned_runs(client: SyncPrefectClient, deployment_ids: list[UUID]) -
     for proc in psutil.process_iter(["environ"]):
         # The runner starts each flow run's process with the run's id in its environment.
         alive.add((proc.info["environ"] or {}).get("PREFECT__FLOW_RUN_ID"))
-    orphans = [run for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY[1:])))) if str(run.id) not in alive]
+    orphans = [run for run in deployment_runs(client, deployment_ids, IN_A_PROCESS) if str(run.id) not in alive]
     for run in orphans:
         client.set_flow_run_state(run.id, Crashed(message="left under way by a doclife serve that was killed; "
                                                           "no process runs it"), force=True)
@@ -161,7 +159,7 @@ def crash_orphaned_runs(client: SyncPrefectClient, deployment_ids: list[UUID]) -
 
 def ensure_crash_automation(heartbeat_seconds: int) -> None:
     """A server automation that marks a flow run Crashed when it misses three heartbeats in a row
-    (Prefect's recipe for runs whose process died: github.com/PrefectHQ/prefect docs, "zombie flows")."""
+    (the recipe of Prefect's docs, "How to detect and respond to zombie flows")."""
     from prefect.automations import Automation
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
@@ -197,15 +195,12 @@ def end_unfinished_runs(deployment_ids: list[UUID]) -> int:
     _, alive = psutil.wait_procs(children, timeout=60)
     for child in alive:
         child.kill()
-    ended = 0
     with get_client(sync_client=True) as client:
-        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNDER_WAY[1:])))):
+        unfinished = deployment_runs(client, deployment_ids, IN_A_PROCESS)
+        for run in unfinished:
             client.set_flow_run_state(run.id, Cancelled(message="doclife serve stopped while this run was under way"),
                                       force=True)
-            ended += 1
-    return ended
+    return len(unfinished)
 
 
 def _interrupt(signum: int, frame: object) -> None:

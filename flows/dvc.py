@@ -133,11 +133,6 @@ def dvc_status(root: Path, stages: list[str]) -> dict[str, list]:
     return json.loads("\n".join(lines) or "{}")
 
 
-def changed_stages(root: Path, stages: list[str]) -> set[str]:
-    """The stages (and their upstream) whose deps, params, code or outputs differ from dvc.lock: one DVC call."""
-    return set(dvc_status(root, stages))
-
-
 def changed_paths(status: dict[str, list], stage: str, kind: str) -> dict[str, str]:
     """From `dvc_status`: the paths of `stage` whose `kind` ("changed deps" / "changed outs") changed, and how."""
     return {path: how for entry in status.get(stage, []) if isinstance(entry, dict)

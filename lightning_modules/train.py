@@ -99,16 +99,16 @@ def _past_length(state: dict[str, Any], cfg: PretrainConfig | FinetuneConfig) ->
     model trained longer than params.yaml says: the run starts fresh instead.
     """
     if isinstance(cfg, PretrainConfig):
-        trained, limit, unit = int(state["global_step"]), cfg.max_steps, "steps"
+        trained, key, unit = int(state["global_step"]), "max_steps", "steps"
     else:
         # Epochs begun, the one the checkpoint was saved in included. Lightning 2.6 refuses a checkpoint only
         # when its current_epoch (epochs completed at the save) > max_epochs; one saved at the end of epoch
         # index max_epochs it resumes and stops at once, an epoch over the limit.
         progress = state["loops"]["fit_loop"]["epoch_progress"]["current"]
-        trained, limit, unit = int(progress["started"]), cfg.max_epochs, "epochs"
+        trained, key, unit = int(progress["started"]), "max_epochs", "epochs"
+    limit = getattr(cfg, key)
     if trained <= limit:
         return None
-    key = "max_steps" if unit == "steps" else "max_epochs"
     return f"the checkpoint has trained {trained} {unit}, past {_section(cfg)}.{key}={limit}"
 
 
