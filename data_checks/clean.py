@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from data_checks.config import need
 from data_checks.core_rules import garbled
-from data_checks.io import DoclifeError, read_stage_input, write_json, write_parquet
+from data_checks.io import DoclifeError, read_stage_input, recorded_path, write_json, write_parquet
 
 UNICODE_FORMS = ("NFKC", "NFC", "none")
 
@@ -194,7 +194,7 @@ def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path
     cleaned, report = clean_frame(frame, cfg)
     write_parquet(cleaned_path, cleaned)
     write_parquet(report_path, report)
-    summary = {"ingested": str(ingested_path), **summarise(report, len(frame)),
-               "outputs": {"cleaned": str(cleaned_path), "report": str(report_path)}}
+    summary = {"ingested": recorded_path(ingested_path), **summarise(report, len(frame)),
+               "outputs": {"cleaned": recorded_path(cleaned_path), "report": recorded_path(report_path)}}
     write_json(summary_path, summary)
     return summary

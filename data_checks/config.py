@@ -165,8 +165,9 @@ class ValidateConfig:
 class SnapshotConfig:
     """Where versioned corpus snapshots are pushed."""
 
-    remote: str = "local"
-    """Name of the DVC remote the flow pushes snapshots to (defined in .dvc/config)."""
+    remote: str | None = None
+    """Name of the DVC remote the flow pushes snapshots and tokenizers to; None: the workspace's default
+    remote (core.remote in .dvc/config)."""
 
     def __post_init__(self) -> None:
-        need(bool(self.remote), "snapshot", "remote must not be empty")
+        need(self.remote is None or bool(self.remote), "snapshot", "remote must be null or a remote's name")

@@ -64,6 +64,13 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def recorded_path(path: Path | str) -> str:
+    """A path as a summary records it: relative to the working directory when inside it (a stage runs in
+    its workspace's root), so a workspace that moves or is cloned still points at its own files."""
+    path = Path(path).absolute()
+    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def write_json(path: Path | str, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")

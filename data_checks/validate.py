@@ -27,7 +27,7 @@ from data_checks.duplicates import duplicate_rules, find_duplicates
 from data_checks.label_noise import find_label_issues, label_noise_rules
 from data_checks.text_quality import measure_text, text_rules
 from data_checks.ingest import CANONICAL_COLUMNS
-from data_checks.io import DoclifeError, atomic_dir, read_stage_input, write_json, write_parquet
+from data_checks.io import DoclifeError, atomic_dir, read_stage_input, recorded_path, write_json, write_parquet
 from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
 
 gx = ex.gx  # imported there, after GX analytics were switched off
@@ -371,10 +371,11 @@ def validate(
     write_parquet(findings_path, report.findings)
 
     summary = {
-        "input": str(cleaned_path),
+        "input": recorded_path(cleaned_path),
         **report.summary(),
-        "outputs": {"validated": str(validated_path), "quarantine": str(quarantine_path), "findings": str(findings_path)},
-        "data_docs": str(Path(data_docs_dir) / "index.html"),
+        "outputs": {"validated": recorded_path(validated_path), "quarantine": recorded_path(quarantine_path),
+                    "findings": recorded_path(findings_path)},
+        "data_docs": recorded_path(Path(data_docs_dir) / "index.html"),
     }
     # Nothing may vanish between the input and the two output tables.
     assert summary["rows_in"] == len(frame), summary

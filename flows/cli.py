@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data_checks.io import DoclifeError
+from data_checks.io import DoclifeError, atomic_path, first_line
 from flows.config import Params, load_params
 from flows.layout import Layout
 
@@ -84,14 +85,12 @@ def _evaluate(p: Params, at: Layout) -> dict[str, Any]:
 
 
 def _promote(p: Params, at: Layout) -> dict[str, Any]:
-    from dataclasses import asdict
-
     from flows.promote import promote
+    from flows.reproduce import lineage, stage_params
 
     return promote(p.promote, at.registry(p.promote.registry), at.metrics("evaluate"), at.predictions,
                    at.model("finetune"), at.snapshot, at.validation_summary, at.verdict, at.model_card,
-                   params={"pretrain": asdict(p.pretrain), "finetune": asdict(p.finetune),
-                           "tokenize": asdict(p.tokenize)}, batch_size=p.evaluate.batch_size)
+                   params=stage_params(p), batch_size=p.evaluate.batch_size, lineage=lineage(at, p))
 
 
 def _promote_by_hand(args: argparse.Namespace, at: Layout) -> int:
@@ -119,29 +118,73 @@ STAGE_COMMANDS: dict[str, Callable[[Params, Layout], dict[str, Any]]] = {
 
 
 def _run(args: argparse.Namespace, at: Layout) -> int:
-    if args.source:
-        source = Path(args.source).resolve()
-        if not source.is_file():
-            raise DoclifeError(f"{args.source}: no such file")
-        from flows.config import set_param
+    # A failed run leaves params.yaml as it was: a bad --source must not become the next run's source.
+    before = at.params.read_text(encoding="utf-8") if args.source else None
+    try:
+        if args.source:
+            source = Path(args.source).resolve()
+            if not source.is_file():
+                raise DoclifeError(f"{args.source}: no such file")
+            from flows.config import set_param
 
-        # The source becomes part of params.yaml, so `dvc repro` reproduces this very run.
-        set_param(at.params, "ingest.source", _relative_if_inside(source, at.root))
-    # Against a real server (`make ui`) the run sends heartbeats (set before Prefect is imported), and the
-    # server marks it Crashed if they stop (kill -9, a lost machine) instead of showing it "Running" for good.
-    heartbeat = load_params(at.params).schedule.heartbeat_seconds
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(heartbeat))
-    from prefect.settings import PREFECT_API_URL
+            # The source becomes part of params.yaml, so `dvc repro` reproduces this very run.
+            set_param(at.params, "ingest.source", _relative_if_inside(source, at.root))
+        # Against a real server (`make ui`) the run sends heartbeats (set before Prefect is imported), and the
+        # server marks it Crashed if they stop (kill -9, a lost machine) instead of showing it "Running" for good.
+        heartbeat = load_params(at.params).schedule.heartbeat_seconds
+        os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(heartbeat))
+        from prefect.settings import PREFECT_API_URL
 
-    from flows.lifecycle import lifecycle
+        from flows.lifecycle import lifecycle
 
-    if PREFECT_API_URL.value():
-        from flows.deployments import ensure_crash_automation
+        log_file = _log_to_file(at, "run")
+        if PREFECT_API_URL.value():
+            from flows.deployments import ensure_crash_automation
 
-        ensure_crash_automation(heartbeat)
-    summary = lifecycle(str(at.root))
+            ensure_crash_automation(heartbeat)
+        try:
+            summary = lifecycle(str(at.root))
+        except DoclifeError as exc:
+            raise DoclifeError(f"{exc} (log: {_relative_if_inside(log_file, at.root)})") from None
+    except BaseException:
+        if before is not None and at.params.read_text(encoding="utf-8") != before:
+            with atomic_path(at.params) as tmp:
+                tmp.write_text(before, encoding="utf-8")
+        raise
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
+
+
+class _WithoutTraceback(logging.Formatter):
+    """The terminal's formatter: each record on its line, without the traceback the log file keeps."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _log_to_file(at: Layout, command: str) -> Path:
+    """Send every log record, tracebacks included, to a file under .doclife/logs/ (Prefect's API handler
+    still sends them to the server's run page); the terminal shows the same records without tracebacks."""
+    import time
+
+    path = at.root / ".doclife" / "logs" / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for console in root.handlers:
+        console.setFormatter(_WithoutTraceback(console.formatter))
+    root.handlers.insert(0, handler)
+    return path
 
 
 def _serve(args: argparse.Namespace, at: Layout) -> int:
@@ -212,8 +255,42 @@ def _predict(args: argparse.Namespace, at: Layout) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace, at: Layout) -> int:
+    from flows.registry import Registry
+    from flows.reproduce import reproduce
+
+    registry = Registry(at.registry(load_params(at.params).promote.registry))
+    result = reproduce(at, registry, registry.resolve(args.version)["version"],
+                       Path(args.workdir) if args.workdir else None)
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        same = "identical" if result["identical"] else f"{result['predictions_differing']} of {result['predictions']} differ"
+        print(f"{result['version']} rebuilt in {result['seconds']} s: test predictions {same} "
+              f"(largest probability difference {result['max_probability_difference']:.2e})")
+        for name, value in result["metrics"].items():
+            print(f"  {name:<10} {value:.4f}  registered {result['registered_metrics'].get(name, float('nan')):.4f}")
+    return 0 if result["identical"] else 1
+
+
 def _relative_if_inside(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _init(args: argparse.Namespace, at: Layout) -> int:
+    from flows.workspace import init_workspace
+
+    made = init_workspace(Path(args.directory), Path(args.source), args.text_column, args.label_column, args.remote)
+    print(json.dumps(made, indent=2, ensure_ascii=False))
+    print(f"next: cd {args.directory} && doclife run", file=sys.stderr)
+    return 0
+
+
+def _code(args: argparse.Namespace, at: Layout) -> int:
+    from flows.workspace import write_code_stamps
+
+    print(json.dumps(write_code_stamps(at.root), indent=2))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--reference", help="a snapshot directory (or its drift_profile.json) to measure drift against")
     chk.add_argument("--out", required=True, help="directory for report.parquet, summary.json and data_docs/")
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
+    init = sub.add_parser("init", help="make a workspace for a corpus: git + DVC repository, params.yaml, dvc.yaml")
+    init.add_argument("directory", help="the new workspace (a new or empty directory)")
+    init.add_argument("--source", required=True, help="the corpus: a CSV, TSV, JSONL or Parquet file (only read)")
+    init.add_argument("--text-column", required=True)
+    init.add_argument("--label-column", help="the labels are read from it into validate.labels")
+    init.add_argument("--remote", help="a directory the team reaches for the DVC remote and the registry "
+                                       "(default: .dvc-storage/ inside the workspace)")
+    rep = sub.add_parser("reproduce", help="rebuild a registered version from its record and compare its predictions")
+    rep.add_argument("version", help="a version such as v0001, or champion")
+    rep.add_argument("--json", action="store_true", help="print one JSON object")
+    rep.add_argument("--workdir", help="rebuild here and keep it (default: a temporary directory, removed)")
+    sub.add_parser("code", help="stamp the installed code each stage runs (the `code` stage of dvc.yaml)")
     for name, text in (("status", "show the current champion"), ("history", "every promotion decision, newest first")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--json", action="store_true", help="print JSON")
@@ -274,10 +363,33 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
             return 0
         return {"run": _run, "check": _check, "serve": _serve, "status": _status, "history": _history,
-                "predict": _predict}[args.command](args, at)
+                "predict": _predict, "init": _init, "code": _code, "reproduce": _reproduce}[args.command](args, at)
     except DoclifeError as exc:
         print(f"doclife {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # A bug, or a library failing in a way doclife does not know: one line here, the traceback in a file.
+        if os.environ.get("DOCLIFE_TRACEBACK"):
+            raise
+        log = _crash_log(at, args.command)
+        print(f"doclife {args.command}: error: {type(exc).__name__}: {first_line(exc)} (traceback: {log})",
+              file=sys.stderr)
+        return 1
+
+
+def _crash_log(at: Layout, command: str) -> str:
+    import tempfile
+    import time
+    import traceback
+
+    logs = at.root / ".doclife" / "logs" if at.params.is_file() else Path(tempfile.gettempdir()) / "doclife-logs"
+    path = logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc(), encoding="utf-8")
+    except OSError:
+        return "not written (set DOCLIFE_TRACEBACK=1 to see it)"
+    return _relative_if_inside(path, at.root)
 
 
 if __name__ == "__main__":

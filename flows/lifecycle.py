@@ -31,6 +31,7 @@ from flows.config import load_params
 from flows.dvc import StageRun, changed_paths, dvc_status, repro_stage, run_dvc, stage_error, workspace_lock
 from flows.layout import Layout
 from flows.promote import champion_status
+from flows.workspace import write_code_stamps
 from lightning_modules.progress import parse_progress
 
 TRAINING_STAGES = ("pretrain", "finetune")
@@ -174,12 +175,14 @@ def run_stage(workspace: str, stage: str, up_to_date: bool = False) -> dict[str,
 run_training_stage = run_stage.with_options(retries=1, retry_delay_seconds=5)
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30], task_run_name="push-snapshot")
-def push_snapshot(workspace: str, remote: str) -> None:
-    """Push the snapshot's data to the DVC remote; retried, since remotes are network I/O."""
-    code, lines = run_dvc(Path(workspace), ["push", "--remote", remote, "snapshot"], get_run_logger().info)
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30], task_run_name="push-{stage}")
+def push_outputs(workspace: str, remote: str | None, stage: str) -> None:
+    """Push a stage's outputs to the DVC remote (None: the default one), where a teammate's clone and
+    `doclife reproduce` find them; retried, since remotes are network I/O."""
+    code, lines = run_dvc(Path(workspace), ["push", *(["--remote", remote] if remote else []), stage],
+                          get_run_logger().info)
     if code != 0:
-        raise DoclifeError(f"dvc push to remote {remote!r} failed: {stage_error(lines)}")
+        raise DoclifeError(f"dvc push to remote {remote or '(default)'} failed: {stage_error(lines)}")
 
 
 # ------------------------------------------------------------------------------------------ the flow
@@ -227,6 +230,8 @@ def lifecycle(workspace: str = ".") -> dict[str, Any]:
         try:
             params = load_params(at.params)
             stages = list(STAGES if uses_sample(at, params.ingest.source) else STAGES[1:])
+            # The `code` stage's work, done here: each stage's stamp of the installed code it runs.
+            write_code_stamps(at.root)
             # One `dvc status` up front: when nothing changed, no stage needs a DVC call of its own.
             status = dvc_status(at.root, stages)
             if "sample" in stages and (refusal := edited_sample(at, status)):
@@ -236,9 +241,9 @@ def lifecycle(workspace: str = ".") -> dict[str, Any]:
                 task_fn = run_training_stage if stage in TRAINING_STAGES else run_stage
                 runs[stage] = task_fn.with_options(name=stage, task_run_name=stage)(
                     str(at.root), stage, up_to_date=not status)
+                if stage in ("snapshot", "tokenize") and runs[stage]["ran"]:
+                    push_outputs(str(at.root), params.snapshot.remote, stage)
                 if stage == "snapshot":
-                    if runs[stage]["ran"]:
-                        push_snapshot(str(at.root), params.snapshot.remote)
                     snapshot_id = read_json(at.snapshot / "manifest.json")["snapshot"]
                     _rename_run(f"{snapshot_id} · running")
         except (KeyboardInterrupt, SystemExit, TerminationSignal):

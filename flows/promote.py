@@ -91,11 +91,23 @@ def _champion_probs(registry: Registry, champion: dict[str, Any], sha: str, scor
 def promote(cfg: PromoteConfig, registry_dir: Path, metrics_path: Path, predictions_path: Path, model_dir: Path,
             snapshot_dir: Path, validation_summary: Path, verdict_path: Path, card_path: Path,
             params: dict[str, Any] | None = None, scorer: Scorer | None = None, batch_size: int = 128,
-            serving_check: ServingCheck = check_serving) -> dict[str, Any]:
+            serving_check: ServingCheck = check_serving, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register the evaluated model as a version, gate it against the champion and record the verdict.
 
-    Returns the verdict (also written to `verdict_path`, with the model card at `card_path`).
+    `lineage` is what `doclife reproduce` needs to rebuild the version (flows/reproduce.py). Returns the
+    verdict (also written to `verdict_path`, with the model card at `card_path`). One promotion at a time
+    per registry: a second one (another clone sharing the registry) waits, then meets the first's champion.
     """
+    with Registry(registry_dir).gate_lock():
+        return _promote(cfg, registry_dir, metrics_path, predictions_path, model_dir, snapshot_dir,
+                        validation_summary, verdict_path, card_path, params, scorer, batch_size, serving_check,
+                        lineage)
+
+
+def _promote(cfg: PromoteConfig, registry_dir: Path, metrics_path: Path, predictions_path: Path, model_dir: Path,
+             snapshot_dir: Path, validation_summary: Path, verdict_path: Path, card_path: Path,
+             params: dict[str, Any] | None, scorer: Scorer | None, batch_size: int, serving_check: ServingCheck,
+             lineage: dict[str, Any] | None) -> dict[str, Any]:
     evaluated, manifest = read_json(metrics_path), read_manifest(snapshot_dir)
     sha = manifest["content_sha256"]
     if evaluated.get("content_sha256") != sha:
@@ -110,10 +122,15 @@ def promote(cfg: PromoteConfig, registry_dir: Path, metrics_path: Path, predicti
     entry = registry.register(model_dir, {
         "data_snapshot": manifest["snapshot"], "content_sha256": sha, "metrics": challenger_metrics,
         "baselines": evaluated.get("baselines", {}), "code_version": _code_version(Path(metrics_path).parent),
-        "params": params or {}, "labels": labels,
+        "params": params or {}, "labels": labels, "lineage": lineage or {},
     })
     version = entry["version"]
     _cache_probs(registry, version, sha, scored["doc_id"], probs, labels)
+    if champion is not None and champion.get("labels") and sorted(champion["labels"]) != sorted(labels):
+        raise DoclifeError(
+            f"{registry.state_path}: the champion {champion['version']} predicts labels [{', '.join(champion['labels'])}], "
+            f"{version} predicts [{', '.join(labels)}]; a model for another label set belongs in a workspace of its own "
+            f"(doclife init), or make it the champion with `doclife promote {version} --force --reason ...`")
 
     policy = cfg.digest()
     earlier = registry.last_decision(version, sha, policy)

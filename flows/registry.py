@@ -5,7 +5,9 @@ The data model is MLflow's Model Registry (numbered immutable versions, movable 
 one directory, because the alternatives need what a pipeline stage cannot give: MLflow's SQL registry does
 not keep alias history (mlflow#2169) and GTO needs a git commit per version (see README, "Gate and registry").
 `versions/vNNNN/model/` holds each registered model (a Hugging Face export); `registry.json` holds the
-versions' records, the aliases and the append-only history. Every change is a read-modify-write of
+versions' records, the aliases and the append-only history, with paths relative to the registry. The
+directory can be shared by a team (a path every machine mounts, beside the DVC remote's data): writes and
+whole promotions are serialised by locks in it. Every change is a read-modify-write of
 `registry.json` under a file lock, committed by one atomic rename, so a crash (kill -9 included) leaves the
 old or the new state, and a version directory is complete before any record points at it.
 `scores/` caches each version's test-set probabilities per snapshot content hash; `cards/` its model card.
@@ -54,10 +56,15 @@ class Registry:
         return read_json(self.state_path)
 
     def version(self, name: str) -> dict[str, Any]:
+        """The record of version `name`, with `path` where its model is in this registry now (records hold
+        no absolute path: the registry and the workspace can move)."""
         for record in self.state()["versions"]:
             if record["version"] == name:
-                return record
+                return {**record, "path": str(self.model_path(name))}
         raise DoclifeError(f"{self.state_path}: no version {name!r}")
+
+    def model_path(self, name: str) -> Path:
+        return self.root / "versions" / name / "model"
 
     def champion(self) -> dict[str, Any] | None:
         name = self.state()["aliases"].get("champion")
@@ -83,15 +90,14 @@ class Registry:
         with self._locked() as state:
             for existing in state["versions"]:
                 if existing["model_sha256"] == digest:
-                    return existing
+                    return {**existing, "path": str(self.model_path(existing["version"]))}
             name = self._next_version_name(state)
-            target = self.root / "versions" / name
-            with atomic_dir(target) as tmp:
+            with atomic_dir(self.model_path(name).parent) as tmp:
                 shutil.copytree(model_dir, tmp / "model")
-            entry = {"version": name, "path": str(target / "model"), "model_sha256": digest,
+            entry = {"version": name, "path": f"versions/{name}/model", "model_sha256": digest,
                      "registered_at": _now(), **record}
             state["versions"].append(entry)
-            return entry
+            return {**entry, "path": str(self.model_path(name))}
 
     def record(self, version: str, decision: str, reason: str, verdict: dict[str, Any] | None = None,
                aliases: dict[str, str | None] | None = None) -> dict[str, Any]:
@@ -160,6 +166,16 @@ class Registry:
 
     def card_path(self, version: str) -> Path:
         return self.root / "cards" / f"{version}.md"
+
+    @contextmanager
+    def gate_lock(self) -> Iterator[None]:
+        """Serialise whole promotions, from reading the champion to recording the decision: two workspaces
+        sharing this registry (clones on two machines) promoting at once judge the second challenger
+        against the first's outcome. An flock, released by the kernel if its holder dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".gate.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:

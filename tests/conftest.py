@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKSPACE_FILES = ["flows", "data_checks", "lightning_modules", "dvc.yaml", "params.yaml", ".dvc/config",
-                   ".dvcignore", ".gitignore"]
+# The demo workspace; its stages run the installed doclife (this checkout, installed editable).
+WORKSPACE_FILES = ["dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 
 # A corpus and models small enough for a test, large enough for validation's table rules to hold.
 TINY = {
@@ -49,7 +49,7 @@ def git(workspace: Path, *args: str) -> None:
 
 
 def make_workspace(ws: Path) -> Path:
-    """A fresh clone-like workspace at `ws`: the project's code, dvc.yaml, a tiny params.yaml, git and DVC."""
+    """A fresh clone of the demo workspace at `ws`: dvc.yaml, a tiny params.yaml, git and DVC."""
     from flows.config import set_param
 
     for entry in WORKSPACE_FILES:

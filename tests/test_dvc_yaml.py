@@ -1,4 +1,5 @@
-"""dvc.yaml and the code agree: same paths as flows/layout.py, every config field listed key by key."""
+"""dvc.yaml and the code agree: same paths as flows/layout.py, every config field listed key by key, each stage
+stamped with the code it runs; the demo workspace is the template every `doclife init` workspace gets."""
 
 import ast
 import dataclasses
@@ -10,6 +11,7 @@ import yaml
 from flows.cli import STAGES
 from flows.config import Params
 from flows.layout import Layout
+from flows.workspace import STAGE_CODE, TEMPLATES, render_dvc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -29,9 +31,22 @@ def rel(path: Path) -> str:
 
 
 def test_every_stage_has_a_subcommand_and_a_dvc_stage():
-    assert list(DVC) == list(STAGES)
+    assert list(DVC) == ["code", *STAGES]
     for name, stage in DVC.items():
         assert stage["cmd"] == f"doclife {name}"
+
+
+def test_the_demo_workspace_is_the_template():
+    assert (ROOT / "dvc.yaml").read_text() == render_dvc_yaml(with_sample=True)
+    assert (ROOT / "params.yaml").read_text() == (TEMPLATES / "params.yaml").read_text()
+    assert (ROOT / ".gitignore").read_text().endswith((TEMPLATES / "gitignore").read_text())
+
+
+def test_a_workspace_without_the_sample_has_the_same_stages_otherwise():
+    init = yaml.safe_load(render_dvc_yaml(with_sample=False))["stages"]
+    assert list(init) == ["code", *STAGES[1:]]
+    assert {k: v for k, v in DVC.items() if k not in ("code", "sample")} == {k: v for k, v in init.items() if k != "code"}
+    assert declared("code", "outs") - {e for e in init["code"]["outs"] for e in e} == {".doclife/code/sample.json"}
 
 
 def test_outputs_match_the_layout():
@@ -61,12 +76,13 @@ def test_each_stage_lists_every_key_of_its_section():
         assert keys <= set(DVC[stage]["params"]), f"{stage} misses {keys - set(DVC[stage]['params'])}"
 
 
-def test_each_stage_lists_its_own_code():
+def test_each_stage_depends_on_the_stamp_of_its_code():
+    assert declared("code", "outs") == {f".doclife/code/{stage}.json" for stage in STAGES}
+    assert set(STAGE_CODE) == set(STAGES)
     for stage in STAGES:
-        code = [d for d in DVC[stage]["deps"] if d.endswith(".py")]
-        assert code, f"stage {stage} lists no code"
-        for path in code:
-            assert (ROOT / path).is_file(), path
+        assert f".doclife/code/{stage}.json" in DVC[stage]["deps"]
+        for module in STAGE_CODE[stage]:
+            assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module
 
 
 # Modules that change no stage's output: writing files atomically, the one-line error, config parsing (values
@@ -77,7 +93,7 @@ ROOMS = ("data_checks", "lightning_modules", "flows")
 
 def project_imports(path: str) -> set[str]:
     """Project modules that importing `path` imports at its top level (lazy imports inside functions are
-    listed in dvc.yaml by hand: they may serve only some of a module's users)."""
+    listed in STAGE_CODE by hand: they may serve only some of a module's users)."""
     found = set()
     for node in ast.parse((ROOT / path).read_text()).body:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ROOMS:
@@ -87,9 +103,10 @@ def project_imports(path: str) -> set[str]:
 
 
 def test_each_stage_lists_the_code_its_code_imports():
-    # A module missing from deps is one whose change DVC would not notice: the stage would be skipped with stale outputs.
+    # A module missing from its stamp is one whose change DVC would not notice: the stage would be skipped with
+    # stale outputs.
     for stage in STAGES:
-        listed = {d for d in DVC[stage]["deps"] if d.endswith(".py")}
+        listed = {module.replace(".", "/") + ".py" for module in STAGE_CODE[stage]}
         reached, todo = set(), list(listed)
         while todo:
             path = todo.pop()

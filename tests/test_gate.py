@@ -232,6 +232,24 @@ def test_evaluation_of_another_snapshot_is_an_error_naming_the_file(lab, tmp_pat
                 lab.snapshot, lab.summary, lab.root / "v.json", lab.root / "c.md", serving_check=serves)
 
 
+def test_a_champion_of_another_label_set_is_a_one_line_refusal_naming_both(lab, tmp_path):
+    lab.run(lab.wrong(0.3, seed=1))
+    two = Lab(tmp_path / "two", make_snapshot(tmp_path / "two/snapshot", n_docs=400, seed=3, labels=LABELS[:2]))
+    two.root, two.n_models = lab.root, lab.n_models  # the same workspace and registry, a corpus with two labels
+    model, reports = two.prepare(np.zeros(len(two.target), dtype=bool)), lab.root / "reports"
+    predictions = pd.read_parquet(reports / "predictions.parquet").drop(columns=[f"prob_{x}" for x in LABELS[2:]])
+    write_parquet(reports / "predictions.parquet", predictions)
+    with pytest.raises(DoclifeError) as refusal:
+        promote(BASE, lab.root / "registry", reports / "metrics.json", reports / "predictions.parquet", model,
+                two.snapshot, lab.summary, reports / "verdict.json", reports / "card.md", serving_check=serves)
+    message = str(refusal.value)
+    assert "\n" not in message and f"[{', '.join(LABELS)}]" in message and f"[{', '.join(LABELS[:2])}]" in message
+    assert "doclife init" in message and "doclife promote v0002 --force" in message
+    assert lab.registry().champion()["version"] == "v0001"
+    lab.registry().force("v0002", "the corpus now has two labels")  # what the message says works
+    assert lab.registry().champion()["version"] == "v0002"
+
+
 def test_a_rerun_repeats_the_recorded_verdict_without_deciding_again(lab):
     first = lab.run(lab.wrong(0.3, seed=1))
     refused = lab.run(lab.wrong(0.29, seed=2))

@@ -1,0 +1,188 @@
+"""Workspaces: `doclife init` makes one per corpus; it moves, is cloned and shares its registry, and any
+registered version is rebuilt from its record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY, git
+from data_checks.config import SampleConfig
+from data_checks.sample_corpus import write_sample_corpus
+from flows.config import load_params, set_param
+from flows.dvc import dvc_env
+from flows.registry import Registry
+
+
+def doclife(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def dvc(cwd: Path, *args: str) -> None:
+    # dvc_env: this interpreter's bin directory first, where `doclife` is installed.
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=dvc_env())
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
+def corpus(path: Path, n_docs: int = 360, seed: int = 7) -> Path:
+    """A labelled CSV corpus with the demo's planted defects (two of them rare junk labels)."""
+    write_sample_corpus(SampleConfig(n_docs=n_docs, seed=seed, defects_per_kind=2), path)
+    return path
+
+
+def tiny(ws: Path) -> Path:
+    for key, value in TINY.items():
+        if not key.startswith("sample."):
+            set_param(ws / "params.yaml", key, value)
+    git(ws, "commit", "-qam", "tiny models")
+    return ws
+
+
+def one_line_error(done: subprocess.CompletedProcess, *needles: str) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------ init
+def test_init_makes_a_committed_git_and_dvc_workspace_for_the_corpus(tmp_path):
+    source = corpus(tmp_path / "reviews.csv")
+    made = json.loads(doclife(tmp_path, "init", "ws", "--source", "reviews.csv", "--text-column", "text",
+                              "--label-column", "label").stdout)
+    ws = tmp_path / "ws"
+    assert sorted(made["labels"]) == ["food", "sports", "technology", "travel"]
+    assert sorted(made["rare_values_left_out"]) == ["misc", "other"]  # rows to quarantine, not labels to declare
+    params = load_params(ws / "params.yaml")
+    assert Path(params.ingest.source) == source and params.ingest.text_column == "text"
+    assert sorted(params.validate.labels) == sorted(made["labels"])
+    assert params.promote.registry == ".dvc-storage/registry"
+    stages = yaml.safe_load((ws / "dvc.yaml").read_text())["stages"]
+    assert "sample" not in stages and "code" in stages
+    assert "sample" not in yaml.safe_load((ws / "params.yaml").read_text())
+    assert (ws / ".dvc/config").read_text().count("url = ../.dvc-storage") == 1  # relative: moves with it
+    assert all((ws / ".doclife/code" / f"{stage}.json").is_file() for stage in stages if stage != "code")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=ws, capture_output=True, text=True).stdout
+    assert status == ""  # everything committed
+    ignored = subprocess.run(["git", "check-ignore", "dvc.lock"], cwd=ws, capture_output=True)
+    assert ignored.returncode == 1  # dvc.lock is committed with each snapshot
+    assert "reviews.csv" in (ws / "README.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["existing workspace", "missing source", "missing column", "not utf-8", "bad label"])
+def test_init_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, case):
+    good = corpus(tmp_path / "reviews.csv")
+    target = tmp_path / "ws"
+    args = ["--source", str(good), "--text-column", "text", "--label-column", "label"]
+    if case == "existing workspace":
+        doclife(tmp_path, "init", "ws", *args)
+        before = sorted(p.relative_to(target) for p in target.rglob("*"))
+        one_line_error(doclife(tmp_path, "init", "ws", *args, check=False), str(target), "already holds a workspace")
+        assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+        return
+    if case == "missing source":
+        args[1], needle = str(tmp_path / "nope.csv"), "nope.csv: file not found"
+    elif case == "missing column":
+        args[3], needle = "body", "no text column 'body'"
+    elif case == "not utf-8":
+        (tmp_path / "gbk.csv").write_bytes("text,label\n".encode() + "很好吃,pos\n".encode("gbk"))
+        args[1], needle = str(tmp_path / "gbk.csv"), "not valid UTF-8"
+    else:
+        args[5], needle = "labels", "no label column 'labels'"
+    one_line_error(doclife(tmp_path, "init", "ws", *args, check=False), needle)
+    assert not target.exists() and not list(tmp_path.glob(".ws*"))
+
+
+# ------------------------------------------------------------------------------------------ lifecycle
+def registry_of(ws: Path) -> Registry:
+    return Registry(ws / load_params(ws / "params.yaml").promote.registry)
+
+
+@pytest.mark.slow
+def test_a_workspace_moves_runs_again_and_rebuilds_its_first_version(tmp_path, prefect_harness):
+    source = corpus(tmp_path / "corpus.csv")
+    doclife(tmp_path, "init", "w", "--source", str(source), "--text-column", "text", "--label-column", "label")
+    ws = tiny(tmp_path / "w")
+    dvc(ws, "repro")
+    dvc(ws, "push")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "first snapshot")
+
+    moved = tmp_path / "w2"
+    shutil.move(ws, moved)
+    status = json.loads(doclife(moved, "status", "--json").stdout)["champion"]
+    assert status["version"] == "v0001" and Path(status["path"]).is_relative_to(moved)
+    assert json.loads(doclife(moved, "history", "--json").stdout)[0]["version"] == "v0001"
+    pd.DataFrame({"text": ["a match tonight", "a new phone"]}).to_csv(tmp_path / "new.csv", index=False)
+    doclife(moved, "predict", "--model", "champion", "--input", str(tmp_path / "new.csv"), "--output",
+            str(tmp_path / "scored.csv"))
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 2
+    # Nothing the tool reads back names the old place.
+    for path in [*moved.glob("reports/*/*.json"), *moved.glob("reports/promote/*.md"),
+                 *moved.glob(".dvc-storage/registry/**/*.json"), *moved.glob(".dvc-storage/registry/cards/*.md")]:
+        assert str(ws) + "/" not in path.read_text(encoding="utf-8"), path
+
+    # The corpus grows; a second run from the moved workspace registers a second version.
+    corpus(source, n_docs=420, seed=8)
+    from flows.lifecycle import lifecycle
+
+    summary = lifecycle(str(moved))
+    assert summary["stages"]["ingest"] == "ran"
+    assert [v["version"] for v in registry_of(moved).state()["versions"]] == ["v0001", "v0002"]
+
+    # v0001's snapshot is no longer in the workspace, nor in its cache: reproduce fetches it from the remote.
+    shutil.rmtree(moved / ".dvc/cache")
+    rebuilt = json.loads(doclife(moved, "reproduce", "v0001", "--json").stdout)
+    assert rebuilt["version"] == "v0001" and rebuilt["identical"] is True
+    assert rebuilt["metrics"] == rebuilt["registered_metrics"]
+    record = registry_of(moved).version("v0001")["lineage"]
+    assert set(record["params"]) >= {"ingest", "clean", "validate", "tokenize", "pretrain", "finetune"}
+    assert record["software"]["torch"] and record["snapshot_md5"].endswith(".dir")
+
+
+@pytest.mark.slow
+def test_two_clones_promoting_at_once_end_with_one_champion_and_both_decisions(tmp_path):
+    source = corpus(tmp_path / "corpus.csv")
+    shared = tmp_path / "team-storage"
+    doclife(tmp_path, "init", "a", "--source", str(source), "--text-column", "text", "--label-column", "label",
+            "--remote", str(shared))
+    a = tiny(tmp_path / "a")
+    dvc(a, "repro", "evaluate")
+    dvc(a, "push")
+    git(a, "add", "-A")
+    git(a, "commit", "-qm", "evaluated")
+    git(tmp_path, "clone", "-q", str(a), "b")
+    b = tmp_path / "b"
+    dvc(b, "pull", "-q")
+    set_param(b / "params.yaml", "finetune.seed", 8)  # another model on the same snapshot
+    dvc(b, "repro", "evaluate")
+
+    # Both promote at the same moment, each against the registry they share.
+    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "promote"], cwd=ws, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for ws in (a, b)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+
+    registry = registry_of(a)
+    assert registry.root == registry_of(b).root == (shared / "registry").resolve()
+    history = list(reversed(registry.history()))
+    assert sorted(e["version"] for e in history) == ["v0001", "v0002"]
+    # Serialised: the second decision was judged against the outcome of the first.
+    assert history[1]["champion_before"] == history[0]["champion_after"]
+    assert registry.state()["aliases"]["champion"] == history[1]["champion_after"]
+    assert json.loads(doclife(b, "status", "--json").stdout)["champion"]["version"] == history[1]["champion_after"]
