@@ -41,7 +41,6 @@ from flows.dvc import changed_paths, dvc_status
 from flows.layout import Layout
 from flows.lifecycle import edited_sample, lifecycle, uses_sample
 
-LIFECYCLE_DEPLOYMENT = "doclife-lifecycle/scheduled"
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 # A run in one of these states has a process (or is about to); with SCHEDULED, it holds or is about to take
 # its deployment's single slot.
@@ -97,7 +96,7 @@ def watch_source(workspace: str = ".") -> str:
     fingerprint = source_fingerprint(source) if source.exists() else "not made yet"
     record = read_json(record_path) if record_path.is_file() else {}
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(LIFECYCLE_DEPLOYMENT)
+        deployment = client.read_deployment_by_name(lifecycle_deployment(at))
         # Running, or due now: a run just created waits for the runner's next poll.
         if under_way := deployment_runs(client, [deployment.id], UNDER_WAY, due_within=dt.timedelta(seconds=30)):
             # That run reads the source when its ingest runs; if it started before the change, the next
@@ -110,23 +109,28 @@ def watch_source(workspace: str = ".") -> str:
                 log.warning("the lifecycle run %s for this version of %s ended %s; not starting another until the "
                             "file changes again", last.name, source.name, last.state_name)
                 return f"not retried: {last.state_name}"
-    run = run_deployment(LIFECYCLE_DEPLOYMENT, parameters={"workspace": str(at.root)}, timeout=0)
+    run = run_deployment(lifecycle_deployment(at), parameters={"workspace": str(at.root)}, timeout=0)
     write_json(record_path, {"fingerprint": fingerprint, "flow_run_id": str(run.id)})
     log.info("source corpus changed: started lifecycle run %s", run.name)
     return f"started {run.name}"
 
 
 # ------------------------------------------------------------------------------------------ serving
+def lifecycle_deployment(at: Layout) -> str:
+    return f"{lifecycle.name}/{at.name}"
+
+
 def build_deployments(workspace: Path) -> list[RunnerDeployment]:
-    """The scheduled lifecycle and the source watcher, with their schedules from params.yaml."""
+    """The scheduled lifecycle and the source watcher, with their schedules from params.yaml, named after the
+    workspace: several workspaces can be served against one Prefect server."""
     at = Layout(workspace)
     schedule = load_params(at.params).schedule
     parameters = {"workspace": str(at.root)}
     return [
-        lifecycle.to_deployment(name="scheduled", parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
+        lifecycle.to_deployment(name=at.name, parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
                                 schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
                                 description="The whole lifecycle; stages with unchanged inputs are skipped."),
-        watch_source.to_deployment(name="on-new-data", parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
+        watch_source.to_deployment(name=at.name, parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
                                    schedules=[Interval(schedule.watch_every_seconds)],
                                    description="Starts the lifecycle once for each change of the source corpus."),
     ]
@@ -228,7 +232,7 @@ def serve_deployments(workspace: Path) -> None:
     ensure_crash_automation(schedule.heartbeat_seconds)
     # Closing the terminal (SIGHUP) stops serving like Ctrl-C does, not half way with runs left "Running".
     signal.signal(signal.SIGHUP, _interrupt)
-    print(json.dumps({"serving": [LIFECYCLE_DEPLOYMENT, "doclife-watch-source/on-new-data"],
+    print(json.dumps({"serving": [lifecycle_deployment(at), f"{watch_source.name}/{at.name}"],
                       "api": PREFECT_API_URL.value(), "orphaned_runs_crashed": crashed,
                       "missed_runs_skipped": skipped}), flush=True)
     try:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,12 @@ class Layout:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).resolve())
+
+    @property
+    def name(self) -> str:
+        """The workspace's name where several share one place (a Prefect server's deployments, run names and
+        artifact keys): its directory's name, in the lowercase letters, digits and dashes Prefect keys allow."""
+        return re.sub(r"[^a-z0-9]+", "-", self.root.name.lower()).strip("-") or "workspace"
 
     @property
     def params(self) -> Path:

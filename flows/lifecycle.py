@@ -55,7 +55,7 @@ def _publish_validation(at: Layout) -> None:
     rows += [{"rule": name, "severity": rule["severity"], "rows failed": "-",
               "checks": f"{rule['description']}: {'pass' if rule['success'] else 'FAIL'}"}
              for name, rule in summary["table_rules"].items()]
-    create_table_artifact(key="validation-summary", table=rows, description=(
+    create_table_artifact(key=f"{at.name}-validation-summary", table=rows, description=(
         f"{summary['validated']} of {summary['rows_in']} rows validated, {summary['quarantined']} quarantined, "
         f"{summary.get('warnings', 0)} warnings. "
         f"Data Docs: file://{at.data_docs / 'index.html'}"))
@@ -64,14 +64,14 @@ def _publish_validation(at: Layout) -> None:
 def _publish_clean(at: Layout) -> None:
     summary = read_json(at.clean_summary)
     rows = [{"fix": name, "rows": count} for name, count in summary["fixes"].items()]
-    create_table_artifact(key="clean-report", table=rows, description=(
+    create_table_artifact(key=f"{at.name}-clean-report", table=rows, description=(
         f"{summary['rows_fixed']} of {summary['rows']} rows repaired, {summary['duplicates_dropped']} exact "
         f"duplicates dropped (they point at the kept copy). Per row: file://{at.clean_report}"))
 
 
 def _publish_snapshot(at: Layout) -> None:
     m = read_json(at.snapshot / "manifest.json")
-    create_markdown_artifact(key="snapshot-manifest", markdown=(
+    create_markdown_artifact(key=f"{at.name}-snapshot-manifest", markdown=(
         f"# Snapshot `{m['snapshot']}`\n\n| | |\n|---|---|\n| content sha256 | `{m['content_sha256']}` |\n"
         f"| rows in | {m.get('rows_in')} |\n| validated | {m['rows']} |\n| quarantined | {m.get('quarantined')} |\n"
         f"| splits | {m.get('splits')} |\n| labels | {m.get('labels')} |\n"))
@@ -83,7 +83,7 @@ def _publish_curve(at: Layout, stage: str) -> None:
     stride = max(1, len(rows) // 40)  # a readable table: about 40 points of the curve
     shown = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
     metrics = read_json(at.metrics(stage))
-    create_table_artifact(key=f"{stage}-curve", table=shown, description=(
+    create_table_artifact(key=f"{at.name}-{stage}-curve", table=shown, description=(
         f"{stage} loss curve ({len(rows)} points, every {stride}th shown); metrics: "
         + ", ".join(f"{k} {v}" for k, v in metrics.items() if isinstance(v, int | float))))
 
@@ -94,7 +94,7 @@ def _publish_evaluation(at: Layout) -> None:
     rows.append({"metric": "majority baseline macro_f1", "value": m["baselines"]["majority"]["macro_f1"]})
     rows += [{"metric": f"{label} precision / recall", "value": f"{c['precision']:.3f} / {c['recall']:.3f}"}
              for label, c in m["per_class"].items()]
-    create_table_artifact(key="evaluation", table=rows, description=f"test split of snapshot {m['snapshot']}")
+    create_table_artifact(key=f"{at.name}-evaluation", table=rows, description=f"test split of snapshot {m['snapshot']}")
 
 
 def _publish_verdict(at: Layout) -> None:
@@ -107,13 +107,13 @@ def _publish_verdict(at: Layout) -> None:
         f"| {c['name']} | {cell(c.get('observed'))} | {cell(c.get('threshold'))} | "
         f"{'–' if not c.get('interval') else '[%+.4f, %+.4f]' % tuple(c['interval'])} | "
         f"{'pass' if c['passed'] else '**FAIL**'} | {c['detail']} |" for c in v["checks"])
-    create_markdown_artifact(key="gate-verdict", markdown=(
+    create_markdown_artifact(key=f"{at.name}-gate-verdict", markdown=(
         f"# {v['version']}: {v.get('decision', 'promoted' if v['promoted'] else 'not promoted')}\n\n{v['reason']}\n\n"
         f"Snapshot `{v.get('data_snapshot')}`. Champion before: {v['champion_before']}, after: {v['champion_after']}\n\n"
         f"| check | observed | threshold | interval | result | detail |\n|---|---|---|---|---|---|\n{checks}\n"))
     card = at.model_card
     if card.is_file():
-        create_markdown_artifact(key="model-card", markdown=card.read_text(encoding="utf-8"),
+        create_markdown_artifact(key=f"{at.name}-model-card", markdown=card.read_text(encoding="utf-8"),
                                  description=f"model card of {v['version']}")
 
 
@@ -132,8 +132,8 @@ PUBLISHERS = {
 class _ProgressArtifact:
     """Turns a training stage's progress lines into one Prefect progress artifact, updated as it runs."""
 
-    def __init__(self, stage: str) -> None:
-        self.stage, self.artifact_id, self.last = stage, None, 0.0
+    def __init__(self, at: Layout, stage: str) -> None:
+        self.key, self.stage, self.artifact_id, self.last = f"{at.name}-{stage}-progress", stage, None, 0.0
 
     def __call__(self, line: str) -> None:
         progress = parse_progress(line)
@@ -142,7 +142,7 @@ class _ProgressArtifact:
         text = f"{self.stage}: step {progress.step} of {progress.total}, loss {progress.loss}"
         if self.artifact_id is None:
             self.artifact_id = best_effort("create the progress artifact", lambda: create_progress_artifact(
-                progress.percent, key=f"{self.stage}-progress", description=text))
+                progress.percent, key=self.key, description=text))
         elif time.monotonic() - self.last > 2 or progress.percent >= 100:  # at most one update per 2 s
             best_effort("update the progress artifact", lambda: update_progress_artifact(
                 self.artifact_id, progress.percent, description=text))
@@ -157,7 +157,7 @@ def run_stage(workspace: str, stage: str, up_to_date: bool = False) -> dict[str,
     if up_to_date:
         result = StageRun(stage=stage, ran=False, seconds=0.0)
     else:
-        progress = _ProgressArtifact(stage) if stage in TRAINING_STAGES else None
+        progress = _ProgressArtifact(at, stage) if stage in TRAINING_STAGES else None
 
         def on_line(line: str) -> None:
             log.info(line)
@@ -186,7 +186,10 @@ def push_outputs(workspace: str, remote: str | None, stage: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the flow
-def _rename_run(name: str) -> None:
+def _rename_run(at: Layout, name: str) -> None:
+    """Name the run after its workspace, snapshot and outcome: `reviews · snap-… · new data`."""
+    name = f"{at.name} · {name}"
+
     def rename() -> None:
         with get_client(sync_client=True) as client:
             client.update_flow_run(flow_run_id=flow_run.id, name=name)
@@ -245,22 +248,22 @@ def lifecycle(workspace: str = ".") -> dict[str, Any]:
                     push_outputs(str(at.root), params.snapshot.remote, stage)
                 if stage == "snapshot":
                     snapshot_id = read_json(at.snapshot / "manifest.json")["snapshot"]
-                    _rename_run(f"{snapshot_id} · running")
+                    _rename_run(at, f"{snapshot_id} · running")
         except (KeyboardInterrupt, SystemExit, TerminationSignal):
-            _rename_run(f"{snapshot_id} · stopped at {stage}")  # Ctrl-C, or `doclife serve` stopping
+            _rename_run(at, f"{snapshot_id} · stopped at {stage}")  # Ctrl-C, or `doclife serve` stopping
             raise
         except BaseException as exc:
             # The run's name says it failed, where and why, whatever ended it (a stage, the API, a bug).
             cause = (str(exc).splitlines() or [type(exc).__name__])[0].removeprefix(f"stage {stage!r} failed: ")
-            _rename_run(f"{snapshot_id} · failed at {stage}: {cause}")
+            _rename_run(at, f"{snapshot_id} · failed at {stage}: {cause}")
             raise
         ran = [name for name, r in runs.items() if r["ran"]]
-        _rename_run(f"{snapshot_id} · {_what_changed(ran)}")
+        _rename_run(at, f"{snapshot_id} · {_what_changed(ran)}")
 
     seconds = round(time.perf_counter() - started, 1)
     stage_seconds = round(sum(r["seconds"] for r in runs.values()), 1)
     verdict = read_json(at.verdict)
-    best_effort("publish the run summary", lambda: create_markdown_artifact(key="run-summary", markdown=(
+    best_effort("publish the run summary", lambda: create_markdown_artifact(key=f"{at.name}-run-summary", markdown=(
         f"# {snapshot_id}: {_what_changed(ran)}\n\n"
         + "\n".join(f"- **{name}**: {'ran' if r['ran'] else 'unchanged'} ({r['seconds']} s)" for name, r in runs.items())
         + f"\n\nGate: {verdict['reason']}\n\nFlow {seconds} s, of which stages {stage_seconds} s.\n")))

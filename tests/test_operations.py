@@ -17,8 +17,10 @@ from flows.dvc import run_dvc
 from flows.server import local_server
 
 BIN = Path(sys.executable).parent
-ARTIFACT_KEYS = {"validation-summary", "snapshot-manifest", "pretrain-curve", "finetune-curve", "pretrain-progress",
-                 "finetune-progress", "evaluation", "gate-verdict", "model-card", "run-summary"}
+# Keyed by the workspace's name ("ws"): several workspaces can report to one server.
+ARTIFACT_KEYS = {f"ws-{key}" for key in ("validation-summary", "snapshot-manifest", "pretrain-curve", "finetune-curve",
+                                         "pretrain-progress", "finetune-progress", "evaluation", "gate-verdict",
+                                         "model-card", "run-summary")}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_FOR_README = Path(__file__).resolve().parents[1] / "docs" / "prefect-flow-run.png"
 
@@ -88,11 +90,11 @@ def test_the_server_holds_the_run_its_stages_and_artifacts(collided):
             artifacts = client.read_artifacts(flow_run_filter=only_this_run)
 
     assert flow_run.state.is_completed()
-    assert flow_run.name == f"{run['snapshot']} · new data"
+    assert flow_run.name == f"ws · {run['snapshot']} · new data"
     assert set(STAGES) <= {t.name for t in task_runs}
     assert all(t.state.is_completed() for t in task_runs)
     assert ARTIFACT_KEYS <= {a.key for a in artifacts}
-    verdict = next(a for a in artifacts if a.key == "gate-verdict")
+    verdict = next(a for a in artifacts if a.key == "ws-gate-verdict")
     assert "promoted" in verdict.data
 
 
@@ -117,7 +119,7 @@ def test_the_prefect_ui_shows_the_stages_and_the_gate_verdict(collided, tmp_path
             panel.get_by_text(stage, exact=True).first.wait_for(timeout=30_000)
         page.screenshot(path=str(tmp_path / "flow-run.png"), full_page=True)
         tabs.get_by_text("Artifacts", exact=True).click()
-        panel.get_by_text("gate-verdict").first.wait_for(timeout=30_000)
+        panel.get_by_text("ws-gate-verdict").first.wait_for(timeout=30_000)
         browser.close()
     assert (tmp_path / "flow-run.png").stat().st_size > 10_000
     if os.environ.get("DOCLIFE_README_SCREENSHOT"):

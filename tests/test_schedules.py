@@ -19,7 +19,8 @@ from flows.config import set_param
 from flows.server import local_server
 
 BIN = Path(sys.executable).parent
-LIFECYCLE, WATCHER = "doclife-lifecycle/scheduled", "doclife-watch-source/on-new-data"
+# Deployments are named after the workspace ("ws").
+LIFECYCLE, WATCHER = "doclife-lifecycle/ws", "doclife-watch-source/ws"
 
 
 def wait_for(what: str, condition: Callable[[], object], timeout: float, every: float = 2) -> object:
