@@ -62,7 +62,7 @@ schedule: install  ## serve the scheduled lifecycle and the source watcher again
 bench-ops: install  ## a full and a no-change lifecycle run against a running Prefect server: wall times, overhead
 	$(BIN)/python -m bench.ops
 
-bench-train: install  ## pretraining throughput vs the HF Trainer, quality, the bf16 stream's numerics and bytes (README "Measured")
+bench-train: install  ## pretraining throughput vs the HF Trainer, quality, the bf16 stream's numerics and bytes (docs/benchmarks.md)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality

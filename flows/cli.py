@@ -1,4 +1,5 @@
-"""The `doclife` console script: one subcommand per stage, plus `run`, `status`, `history` and `predict`.
+"""The `doclife` console script: `init` makes a workspace; one subcommand per stage; `run` and `serve` the
+lifecycle; `status`, `history`, `predict`, `promote --force/--rollback` and `reproduce` for its registry.
 
 Each stage subcommand reads `params.yaml` in the current directory (the workspace), calls that stage's
 function with the paths of `flows.layout.Layout`, and prints what the stage measured. Heavy libraries
@@ -19,6 +20,7 @@ from typing import Any
 from data_checks.io import DoclifeError, atomic_path, first_line
 from flows.config import Params, load_params
 from flows.layout import Layout
+from flows.workspace import relative_if_inside
 
 STAGES = ("sample", "ingest", "clean", "validate", "snapshot", "tokenize", "pretrain", "finetune", "evaluate", "promote")
 
@@ -128,7 +130,7 @@ def _run(args: argparse.Namespace, at: Layout) -> int:
             from flows.config import set_param
 
             # The source becomes part of params.yaml, so `dvc repro` reproduces this very run.
-            set_param(at.params, "ingest.source", _relative_if_inside(source, at.root))
+            set_param(at.params, "ingest.source", relative_if_inside(source, at.root))
         # Against a real server (`make ui`) the run sends heartbeats (set before Prefect is imported), and the
         # server marks it Crashed if they stop (kill -9, a lost machine) instead of showing it "Running" for good.
         heartbeat = load_params(at.params).schedule.heartbeat_seconds
@@ -145,7 +147,7 @@ def _run(args: argparse.Namespace, at: Layout) -> int:
         try:
             summary = lifecycle(str(at.root))
         except DoclifeError as exc:
-            raise DoclifeError(f"{exc} (log: {_relative_if_inside(log_file, at.root)})") from None
+            raise DoclifeError(f"{exc} (log: {relative_if_inside(log_file, at.root)})") from None
     except BaseException:
         if before is not None and at.params.read_text(encoding="utf-8") != before:
             with atomic_path(at.params) as tmp:
@@ -273,10 +275,6 @@ def _reproduce(args: argparse.Namespace, at: Layout) -> int:
     return 0 if result["identical"] else 1
 
 
-def _relative_if_inside(path: Path, root: Path) -> str:
-    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
 def _init(args: argparse.Namespace, at: Layout) -> int:
     from flows.workspace import init_workspace
 
@@ -389,7 +387,7 @@ def _crash_log(at: Layout, command: str) -> str:
         path.write_text(traceback.format_exc(), encoding="utf-8")
     except OSError:
         return "not written (set DOCLIFE_TRACEBACK=1 to see it)"
-    return _relative_if_inside(path, at.root)
+    return relative_if_inside(path, at.root)
 
 
 if __name__ == "__main__":

@@ -162,11 +162,11 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
     labels, rare = read_labels(source, text_column, label_column)
     storage = Path(remote).absolute() if remote else directory / ".dvc-storage"
     # Paths inside the workspace are written relative to it, so the workspace can move.
-    registry = _relative_if_inside(storage / "registry", directory)
+    registry = relative_if_inside(storage / "registry", directory)
     with atomic_dir(directory) as tmp:
         (tmp / "dvc.yaml").write_text(render_dvc_yaml(with_sample=False), encoding="utf-8")
         (tmp / "params.yaml").write_text(
-            render_params(_relative_if_inside(source, directory), text_column, label_column, labels, registry),
+            render_params(relative_if_inside(source, directory), text_column, label_column, labels, registry),
             encoding="utf-8")
         (tmp / ".gitignore").write_text((TEMPLATES / "gitignore").read_text(encoding="utf-8"), encoding="utf-8")
         (tmp / "README.md").write_text((TEMPLATES / "README.md").read_text(encoding="utf-8").format(
@@ -175,7 +175,7 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
         write_code_stamps(tmp)
         _git(tmp, "init", "-q")
         _tool(tmp, [sys.executable, "-m", "dvc", "init", "-q"])
-        url = _relative_if_inside(storage, directory)
+        url = relative_if_inside(storage, directory)
         # Given relative to the workspace root, DVC stores it relative to .dvc/: it moves with the workspace.
         _tool(tmp, [sys.executable, "-m", "dvc", "remote", "add", "-d", "storage", url])
         for key in ("core.analytics", "core.check_update"):
@@ -187,7 +187,8 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
             "registry": str(storage / "registry")}
 
 
-def _relative_if_inside(path: Path, root: Path) -> str:
+def relative_if_inside(path: Path, root: Path) -> str:
+    """`path` relative to `root` when inside it (it then moves with the workspace), else as it is."""
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
