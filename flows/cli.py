@@ -251,8 +251,9 @@ def _predict(args: argparse.Namespace, at: Layout) -> int:
 
     params = load_params(at.params)
     entry = Registry(at.registry(params.promote.registry)).resolve(args.model)
+    # The input has the corpus's own shape by default: its text in the column the workspace ingests.
     result = predict_file(Path(entry["path"]), Path(args.input), Path(args.output), params.evaluate.batch_size,
-                          args.encoding)
+                          args.encoding, args.text_column or params.ingest.text_column)
     print(json.dumps({"model": entry["version"], **result}, indent=2, ensure_ascii=False))
     return 0
 
@@ -330,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="print JSON")
     predict = sub.add_parser("predict", help="batch prediction with a registered model")
     predict.add_argument("--model", default="champion", help="champion, challenger or a version such as v0003")
-    predict.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet with a `text` column")
+    predict.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet with a column of text")
+    predict.add_argument("--text-column", help="the input's text column (default: ingest.text_column of params.yaml)")
     predict.add_argument("--output", required=True,
                          help="where to write predicted, flag and prob_<label> (.csv/.jsonl/.parquet, UTF-8)")
     predict.add_argument("--encoding", help="the CSV/TSV/JSONL input's text encoding, e.g. gbk (default: utf-8)")

@@ -98,7 +98,7 @@ def _check_decodes(path: Path, encoding: str) -> None:
         ) from None
 
 
-def _read_table(path: Path, encoding: str = DEFAULT_ENCODING) -> pd.DataFrame:
+def _read_table(path: Path, encoding: str = DEFAULT_ENCODING, text_column: str = "text") -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in TEXT_FORMATS:
         _check_decodes(path, encoding)
@@ -113,8 +113,9 @@ def _read_table(path: Path, encoding: str = DEFAULT_ENCODING) -> pd.DataFrame:
             frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding=encoding)
     except Exception as exc:  # pandas and pyarrow raise many unrelated types for a damaged file
         raise DoclifeError(f"{path}: cannot read ({' '.join(str(exc).split())[:200]})") from None
-    if "text" not in frame.columns:
-        raise DoclifeError(f"{path}: no `text` column (columns: {', '.join(map(str, frame.columns))})")
+    if text_column not in frame.columns:
+        raise DoclifeError(f"{path}: no `{text_column}` column (columns: {', '.join(map(str, frame.columns))}); "
+                           "name the text column with --text-column")
     return frame
 
 
@@ -136,8 +137,8 @@ def prediction_flags(texts: list[str], n_tokens: np.ndarray, max_tokens: int) ->
 
 
 def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int,
-                 encoding: str | None = None) -> dict:
-    """Predict every row's `text` of a CSV/TSV/JSONL/Parquet file; write predicted, flag and prob_<label> columns.
+                 encoding: str | None = None, text_column: str = "text") -> dict:
+    """Predict every row's text of a CSV/TSV/JSONL/Parquet file; write predicted, flag and prob_<label> columns.
 
     Everything that can be wrong with the arguments or the input is reported before torch is imported.
     """
@@ -145,11 +146,11 @@ def predict_file(model_dir: Path, input_path: Path, output_path: Path, batch_siz
     encoding = check_predict_args(input_path, output_path, encoding)
     if not (model_dir / "config.json").is_file():
         raise DoclifeError(f"{model_dir}: not an exported model (no config.json)")
-    frame = _read_table(input_path, encoding)
+    frame = _read_table(input_path, encoding, text_column)
 
     from lightning_modules.evaluate import predict_with_tokens
 
-    texts = frame["text"].fillna("").astype(str).tolist()
+    texts = frame[text_column].fillna("").astype(str).tolist()
     pred = predict_with_tokens(model_dir, texts, batch_size)
     out = frame.copy()
     out["predicted"] = [pred.labels[i] for i in pred.probs.argmax(axis=1)] if len(frame) else []

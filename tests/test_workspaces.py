@@ -186,3 +186,21 @@ def test_two_clones_promoting_at_once_end_with_one_champion_and_both_decisions(t
     assert history[1]["champion_before"] == history[0]["champion_after"]
     assert registry.state()["aliases"]["champion"] == history[1]["champion_after"]
     assert json.loads(doclife(b, "status", "--json").stdout)["champion"]["version"] == history[1]["champion_after"]
+
+
+@pytest.mark.slow
+def test_a_failed_run_on_a_new_source_is_one_line_and_leaves_params_as_they_were(tmp_path):
+    source = corpus(tmp_path / "corpus.csv")
+    doclife(tmp_path, "init", "w", "--source", str(source), "--text-column", "text", "--label-column", "label")
+    ws = tmp_path / "w"
+    before = (ws / "params.yaml").read_text()
+    (tmp_path / "bad.csv").write_text("body,label\nhello,sports\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own temporary server
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--source", str(tmp_path / "bad.csv")], cwd=ws,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("doclife run: error: ")]
+    assert len(errors) == 1 and "stage 'ingest' failed" in errors[0] and "bad.csv: no text column 'text'" in errors[0]
+    assert (ws / "params.yaml").read_text() == before
+    log = ws / errors[0].rsplit("(log: ", 1)[1].rstrip(")")
+    assert "Traceback" in log.read_text(encoding="utf-8")  # kept for whoever debugs it, off the screen
