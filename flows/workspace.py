@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,14 +138,6 @@ def read_labels(source: Path, text_column: str, label_column: str | None) -> tup
     return [str(v) for v in declared.index], [str(v) for v in counts.index.difference(declared.index)]
 
 
-def find_workspace(directory: Path) -> Path | None:
-    """`directory` or the nearest parent that holds a workspace (a params.yaml beside a dvc.yaml)."""
-    for candidate in (directory, *directory.parents):
-        if (candidate / "dvc.yaml").is_file() and (candidate / "params.yaml").is_file():
-            return candidate
-    return None
-
-
 def init_workspace(directory: Path, source: Path, text_column: str, label_column: str | None,
                    remote: str | None = None) -> dict[str, Any]:
     """Make a workspace for the corpus `source` at `directory`: git and DVC repositories, `dvc.yaml`,
@@ -156,7 +149,8 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
     """
     directory = Path(directory).absolute()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        what = "already holds a workspace" if find_workspace(directory) == directory else "exists and is not empty"
+        holds = (directory / "dvc.yaml").is_file() or (directory / "params.yaml").is_file() or (directory / ".dvc").is_dir()
+        what = "already holds a workspace" if holds else "exists and is not empty"
         raise DoclifeError(f"{directory}: {what}; choose a new directory")
     source = Path(source).absolute()
     labels, rare = read_labels(source, text_column, label_column)
@@ -193,14 +187,15 @@ def relative_if_inside(path: Path, root: Path) -> str:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    # A workspace's first commit must not depend on the user having configured git.
-    _tool(cwd, ["git", "-c", "user.name=doclife", "-c", "user.email=doclife@localhost", *args])
+    # The user's own identity when git has one; the first commit must not fail where it has none.
+    if shutil.which("git") is None:
+        raise DoclifeError("git: not installed (a doclife workspace is a git repository)")
+    known = subprocess.run(["git", "config", "user.email"], cwd=cwd, capture_output=True).returncode == 0
+    _tool(cwd, ["git", *([] if known else ["-c", "user.name=doclife", "-c", "user.email=doclife@localhost"]), *args])
 
 
 def _tool(cwd: Path, argv: list[str]) -> None:
     try:
         subprocess.run(argv, cwd=cwd, check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise DoclifeError(f"{argv[0]}: not installed (doclife init needs git)") from None
     except subprocess.CalledProcessError as exc:
         raise DoclifeError(f"{' '.join(argv[:3])}: {first_line(Exception(exc.stderr or exc.stdout))}") from None
