@@ -117,7 +117,7 @@ def watch_source(workspace: str = ".") -> str:
 
 # ------------------------------------------------------------------------------------------ serving
 def lifecycle_deployment(at: Layout) -> str:
-    return f"{lifecycle.name}/{at.name}"
+    return f"{lifecycle.name}/{at.name}-scheduled"
 
 
 def build_deployments(workspace: Path) -> list[RunnerDeployment]:
@@ -127,10 +127,10 @@ def build_deployments(workspace: Path) -> list[RunnerDeployment]:
     schedule = load_params(at.params).schedule
     parameters = {"workspace": str(at.root)}
     return [
-        lifecycle.to_deployment(name=at.name, parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
+        lifecycle.to_deployment(name=f"{at.name}-scheduled", parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
                                 schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
                                 description="The whole lifecycle; stages with unchanged inputs are skipped."),
-        watch_source.to_deployment(name=at.name, parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
+        watch_source.to_deployment(name=f"{at.name}-on-new-data", parameters=parameters, concurrency_limit=ONE_AT_A_TIME,
                                    schedules=[Interval(schedule.watch_every_seconds)],
                                    description="Starts the lifecycle once for each change of the source corpus."),
     ]
@@ -232,7 +232,7 @@ def serve_deployments(workspace: Path) -> None:
     ensure_crash_automation(schedule.heartbeat_seconds)
     # Closing the terminal (SIGHUP) stops serving like Ctrl-C does, not half way with runs left "Running".
     signal.signal(signal.SIGHUP, _interrupt)
-    print(json.dumps({"serving": [lifecycle_deployment(at), f"{watch_source.name}/{at.name}"],
+    print(json.dumps({"serving": [lifecycle_deployment(at), f"{watch_source.name}/{at.name}-on-new-data"],
                       "api": PREFECT_API_URL.value(), "orphaned_runs_crashed": crashed,
                       "missed_runs_skipped": skipped}), flush=True)
     try:

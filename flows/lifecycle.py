@@ -31,7 +31,6 @@ from flows.config import load_params
 from flows.dvc import StageRun, changed_paths, dvc_status, repro_stage, run_dvc, stage_error, workspace_lock
 from flows.layout import Layout
 from flows.promote import champion_status
-from flows.workspace import write_code_stamps
 from lightning_modules.progress import parse_progress
 
 TRAINING_STAGES = ("pretrain", "finetune")
@@ -233,8 +232,9 @@ def lifecycle(workspace: str = ".") -> dict[str, Any]:
         try:
             params = load_params(at.params)
             stages = list(STAGES if uses_sample(at, params.ingest.source) else STAGES[1:])
-            # The `code` stage's work, done here: each stage's stamp of the installed code it runs.
-            write_code_stamps(at.root)
+            # The `code` stage, always run (that is how an upgrade is noticed): each stage's stamp of the
+            # installed code it runs, recorded in dvc.lock like any output.
+            repro_stage(at.root, "code", lambda line: None)
             # One `dvc status` up front: when nothing changed, no stage needs a DVC call of its own.
             status = dvc_status(at.root, stages)
             if "sample" in stages and (refusal := edited_sample(at, status)):

@@ -34,6 +34,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+def only_the_code_stage_always_changes(dvc_status_lines: list[str]) -> bool:
+    """`dvc status` of a workspace whose every stage is up to date: DVC lists the `code` stage as always changed."""
+    return [line.strip() for line in dvc_status_lines if line.strip()] == ["code:", "always changed"]
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server (SQLite) for every flow test of the session."""

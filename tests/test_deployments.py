@@ -15,8 +15,8 @@ def test_schedules_and_parameters_come_from_the_workspace(tmp_path, tiny_workspa
     set_param(workspace / "params.yaml", "schedule.watch_every_seconds", 60)
     nightly, watcher = build_deployments(workspace)
     # Named after the workspace ("ws"): several workspaces can be served against one server.
-    assert (nightly.flow_name, nightly.name) == ("doclife-lifecycle", "ws")
-    assert (watcher.flow_name, watcher.name) == ("doclife-watch-source", "ws")
+    assert (nightly.flow_name, nightly.name) == ("doclife-lifecycle", "ws-scheduled")
+    assert (watcher.flow_name, watcher.name) == ("doclife-watch-source", "ws-on-new-data")
     assert nightly.schedules[0].schedule.cron == "30 5 * * 1"
     assert watcher.schedules[0].schedule.interval.total_seconds() == 60
     assert nightly.parameters == watcher.parameters == {"workspace": str(workspace.resolve())}

@@ -20,7 +20,7 @@ from flows.server import local_server
 
 BIN = Path(sys.executable).parent
 # Deployments are named after the workspace ("ws").
-LIFECYCLE, WATCHER = "doclife-lifecycle/ws", "doclife-watch-source/ws"
+LIFECYCLE, WATCHER = "doclife-lifecycle/ws-scheduled", "doclife-watch-source/ws-on-new-data"
 
 
 def wait_for(what: str, condition: Callable[[], object], timeout: float, every: float = 2) -> object:
