@@ -179,7 +179,12 @@ class FinetuneConfig:
     """Imbalanced labels: class_weights (loss weighted by inverse frequency), sampler (each epoch draws
     every label equally often, with replacement; plain loss) or none."""
     learning_rate: float = 5e-4
-    """Peak AdamW learning rate, reached after warmup_steps."""
+    """Peak AdamW learning rate, reached after warmup_steps (of the top encoder layer when layer_decay < 1)."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay: encoder layer k below the top trains at learning_rate x layer_decay^k, the
+    embeddings one step below the bottom layer (a pretrained start's lower layers move less). 1.0: off."""
+    head_learning_rate: float | None = None
+    """Peak learning rate of the new pooler and classification head. null: learning_rate."""
     warmup_steps: int = 20
     """Steps of linear warmup, followed by linear decay to 0 at the last step."""
     weight_decay: float = 0.01
@@ -210,6 +215,10 @@ class FinetuneConfig:
             patience=self.patience,
         )
         _non_negative("finetune", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise DoclifeError(f"params.yaml: finetune.layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        if self.head_learning_rate is not None:
+            _positive("finetune", head_learning_rate=self.head_learning_rate)
         if self.balance not in BALANCING:
             raise DoclifeError(f"params.yaml: finetune.balance must be one of {list(BALANCING)}, got {self.balance!r}")
         if not 0.0 <= self.dropout < 1.0:

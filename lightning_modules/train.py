@@ -401,7 +401,8 @@ def finetune(
     # Balance by the loss or by the sampler, never both (that would over-correct); 0-weight for absent labels stays.
     inverse_frequency = data.class_weights()
     loss_weights = inverse_frequency if cfg.balance == "class_weights" else (inverse_frequency > 0).float()
-    module = ClassifierModule(model, loss_weights, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay)
+    module = ClassifierModule(model, loss_weights, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay,
+                              cfg.layer_decay, cfg.head_learning_rate)
     curve = CurveRecorder(per_epoch=True)
     checkpoints = ModelCheckpoint(
         dirpath=checkpoint_dir,
