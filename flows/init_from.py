@@ -41,12 +41,22 @@ def resolve_init_from(init_from: str | None, root: Path, registry_dir: Path) -> 
 
 
 def base_stamp(root: Path) -> dict[str, Any]:
-    """{origin, sha256} of the checkpoint the workspace's params.yaml starts pretraining from, or {"origin": None}."""
+    """{origin, sha256} of the checkpoint the workspace's params.yaml starts pretraining from, or {"origin": None}.
+
+    A checkpoint that does not resolve (no champion yet, a directory that is not a checkpoint) is stamped with
+    sha256 None rather than refused here: the stamp is written before every run, and the stages that need no
+    checkpoint (ingest to snapshot) must still run; tokenize and pretrain refuse it in one line, before any
+    training step. Fixed, the stamp changes and they run again.
+    """
     from flows.config import load_params
 
     params_path = Path(root) / "params.yaml"
     if not params_path.is_file():  # not a workspace (yet): nothing to start from
         return {"origin": None}
     params = load_params(params_path)
-    base = resolve_init_from(params.pretrain.init_from, Path(root), Path(root) / params.promote.registry)
+    init_from = params.pretrain.init_from
+    try:
+        base = resolve_init_from(init_from, Path(root), Path(root) / params.promote.registry)
+    except DoclifeError:
+        return {"origin": init_from, "sha256": None}
     return {"origin": None} if base is None else base.lineage()

@@ -206,7 +206,10 @@ def test_champion_is_the_registry_s_and_the_lineage_and_card_name_its_version(co
     ws = workspace(tmp_path, "champion")
     registry = Registry(ws / "registry")
     with pytest.raises(DoclifeError, match=r"registry\.json: pretrain\.init_from is champion, but there is no champion yet"):
-        write_code_stamps(ws)
+        resolve_init_from("champion", ws, ws / "registry")
+    # The stamp is written before every run: it marks what does not resolve (tokenize and pretrain refuse it).
+    assert write_code_stamps(ws)["base"] is None
+    assert json.loads((ws / BASE_STAMP).read_text()) == {"origin": "champion", "sha256": None}
     first = registry.register(corpus["checkpoint"], {"labels": LABELS})["version"]
     registry.decide(first, True, "first")
 
