@@ -62,10 +62,11 @@ schedule: install  ## serve the scheduled lifecycle and the source watcher again
 bench-ops: install  ## a full and a no-change lifecycle run against a running Prefect server: wall times, overhead
 	$(BIN)/python -m bench.ops
 
-bench-train: install  ## pretraining throughput vs the HF Trainer, quality, the bf16 stream's numerics and bytes (docs/benchmarks.md)
+bench-train: install  ## pretraining throughput vs the HF Trainer, quality, transfer from a checkpoint, the bf16 stream's numerics and bytes (docs/benchmarks.md)
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.transfer
 	$(BIN)/python -m bench.finetune_batches
 	$(BIN)/python -m bench.residual_precision
 	$(BIN)/python -m bench.layer_bytes

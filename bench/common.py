@@ -18,15 +18,16 @@ DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 CORPUS = Path(os.environ.get("DOCLIFE_BENCH_CORPUS", DATASETS / "online_shopping_10_cats.csv"))
 
 
-def require_corpus() -> pd.DataFrame:
-    """The review corpus with nulls and duplicate reviews dropped (its README's reference protocol).
+def require_corpus(path: Path = CORPUS, setting: str = "DOCLIFE_BENCH_CORPUS") -> pd.DataFrame:
+    """A review corpus (columns label, review; by default online_shopping_10_cats.csv) with nulls and duplicate
+    reviews dropped (its README's reference protocol).
 
     Exits with a clear message (status 0: a skip, not a failure) when the file is not on this machine.
     """
-    if not CORPUS.is_file():
-        print(f"SKIP: {CORPUS} not found (set DOCLIFE_BENCH_CORPUS to the online_shopping_10_cats.csv path)")
+    if not Path(path).is_file():
+        print(f"SKIP: {path} not found (set {setting} to the {Path(path).name} path)")
         sys.exit(0)
-    frame = pd.read_csv(CORPUS)
+    frame = pd.read_csv(path)
     frame = frame.dropna(subset=["review"])
     frame["review"] = frame["review"].astype(str)
     frame = frame.drop_duplicates(subset=["review"]).reset_index(drop=True)

@@ -19,8 +19,10 @@ from typing import Any
 
 from data_checks.io import DoclifeError, atomic_path, first_line
 from flows.config import Params, load_params
+from flows.init_from import resolve_init_from
 from flows.layout import Layout
 from flows.workspace import relative_if_inside
+from lightning_modules.checkpoint import BaseCheckpoint
 
 STAGES = ("sample", "ingest", "clean", "validate", "snapshot", "tokenize", "pretrain", "finetune", "evaluate", "promote")
 
@@ -59,17 +61,22 @@ def _snapshot(p: Params, at: Layout) -> dict[str, Any]:
     return snapshot(at.validated, at.validation_summary, at.snapshot, p.validate.drift)
 
 
+def _base(p: Params, at: Layout) -> BaseCheckpoint | None:
+    """The checkpoint pretrain.init_from names (None without one): what tokenize and pretrain start from."""
+    return resolve_init_from(p.pretrain.init_from, at.root, at.registry(p.promote.registry))
+
+
 def _tokenize(p: Params, at: Layout) -> dict[str, Any]:
     from lightning_modules.tokenizer import train_tokenizer
 
-    return train_tokenizer(p.tokenize, at.snapshot, at.tokenizer)
+    return train_tokenizer(p.tokenize, at.snapshot, at.tokenizer, base=_base(p, at))
 
 
 def _pretrain(p: Params, at: Layout) -> dict[str, Any]:
     from lightning_modules.train import pretrain
 
     return pretrain(p.pretrain, at.snapshot, at.tokenizer, at.model("pretrain"), at.checkpoints("pretrain"),
-                    at.metrics("pretrain"), at.curve("pretrain"))
+                    at.metrics("pretrain"), at.curve("pretrain"), base=_base(p, at))
 
 
 def _finetune(p: Params, at: Layout) -> dict[str, Any]:

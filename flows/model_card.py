@@ -1,7 +1,8 @@
 """The model card: one Markdown page per registered version, written when the gate decides about it.
 
-It says what a reviewer asks first: which data (snapshot hash), which code and parameters, how good
-(metrics with bootstrap intervals, baselines, slices) and what the gate decided, check by check.
+It says what a reviewer asks first: which data (snapshot hash), which code, parameters and starting
+checkpoint, how good (metrics with bootstrap intervals, baselines, slices) and what the gate decided, check
+by check.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_f(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _base_checkpoint(entry: dict[str, Any]) -> str:
+    """Where pretraining started: the champion it continued (named by version) or the checkpoint directory."""
+    lineage = entry.get("lineage") or {}
+    if "base_checkpoint" not in lineage:
+        return "–"  # registered before lineage recorded it
+    base = lineage["base_checkpoint"]
+    if not base:
+        return "none: pretrained from scratch"
+    origin = base["origin"]
+    named = origin if origin.startswith("champion ") else f"`{origin}`"
+    return f"trained from {named} (sha256 `{base['sha256'][:16]}…`)"
 
 
 def render_card(entry: dict[str, Any], verdict: dict[str, Any]) -> str:
@@ -46,6 +60,7 @@ def render_card(entry: dict[str, Any], verdict: dict[str, Any]) -> str:
 | version | `{entry['version']}` (immutable; model sha256 `{entry['model_sha256'][:16]}…`) |
 | registered | {entry.get('registered_at')} |
 | data snapshot | `{entry.get('data_snapshot')}` (content sha256 `{entry.get('content_sha256')}`) |
+| base checkpoint | {_base_checkpoint(entry)} |
 | code version | `{entry.get('code_version')}` |
 | labels | {', '.join(entry.get('labels') or [])} |
 | test documents | {verdict.get('n_test')} |

@@ -1,7 +1,8 @@
 """Rebuilding a registered version from its record: `doclife reproduce VERSION`.
 
 At promotion every version records its lineage: the DVC hashes of its snapshot and tokenizer (from
-`dvc.lock`), every stage's parameters, and the versions of doclife, torch, Lightning and transformers.
+`dvc.lock`), every stage's parameters, the versions of doclife, torch, Lightning and transformers, and the
+checkpoint pretraining started from (pretrain.init_from: its origin and sha256; rebuilt from the very same).
 `reproduce` makes a scratch workspace that shares the workspace's DVC cache and remote, checks out the
 snapshot and tokenizer by those hashes (fetching them from the remote when the cache lacks them), runs
 pretrain → finetune → evaluate there with the recorded parameters, and compares the rebuilt model's test
@@ -24,11 +25,12 @@ from typing import Any
 
 import yaml
 
-from data_checks.io import DoclifeError, first_line
+from data_checks.io import DoclifeError, first_line, read_json
 from flows.config import Params
 from flows.dvc import dvc_env
 from flows.layout import Layout
-from flows.registry import Registry
+from flows.registry import Registry, model_digest
+from lightning_modules.checkpoint import CHAMPION
 
 PACKAGES = ("doclife", "torch", "pytorch-lightning", "transformers", "tokenizers", "dvc")
 REBUILT_STAGES = ("pretrain", "finetune", "evaluate")
@@ -54,13 +56,33 @@ def locked_hash(root: Path, stage: str, path: str) -> str | None:
 
 
 def lineage(at: Layout, params: Params) -> dict[str, Any]:
-    """What a version needs to be rebuilt: its inputs' DVC hashes, every stage's parameters, the software."""
+    """What a version needs to be rebuilt: its inputs' DVC hashes, every stage's parameters, the software, and
+    the checkpoint pretraining started from ({origin, sha256} from the pretrain metrics; None: from scratch)."""
+    pretrained = at.metrics("pretrain")
     return {
         "snapshot_md5": locked_hash(at.root, "snapshot", _rel(at, at.snapshot)),
         "tokenizer_md5": locked_hash(at.root, "tokenize", _rel(at, at.tokenizer)),
         "params": stage_params(params),
         "software": software_versions(),
+        "base_checkpoint": read_json(pretrained).get("base_checkpoint") if pretrained.is_file() else None,
     }
+
+
+def pinned_params(at: Layout, registry: Registry, version: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The recorded parameters with pretrain.init_from pinned to the very checkpoint `version` started from:
+    `champion` means another model once the champion has moved on, and the scratch workspace has no registry."""
+    params = record["params"]
+    base = record.get("base_checkpoint")
+    if not (params.get("pretrain") or {}).get("init_from") or not base:
+        return params
+    origin = base["origin"]
+    champion = origin.removeprefix(f"{CHAMPION} ")
+    path = registry.model_path(champion) if champion != origin else at.root / origin
+    found = model_digest(path) if path.is_dir() else None
+    if found != base["sha256"]:
+        raise DoclifeError(f"{path}: the checkpoint {version} was trained from ({origin}, sha256 "
+                           f"{base['sha256'][:16]}…) is {'gone' if found is None else 'changed'}; it cannot be rebuilt")
+    return {**params, "pretrain": {**params["pretrain"], "init_from": str(path)}}
 
 
 def stage_params(params: Params) -> dict[str, Any]:
@@ -87,11 +109,12 @@ def reproduce(at: Layout, registry: Registry, version: str, workdir: Path | None
     if not registered.is_file():
         raise DoclifeError(f"{registered}: the registered test predictions of {version} are missing")
 
+    params = pinned_params(at, registry, version, record)
     started = time.perf_counter()
     scratch = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"doclife-reproduce-{version}-"))
     try:
         ws = Layout(scratch)
-        _scratch_workspace(at, ws, record)
+        _scratch_workspace(at, ws, record, params)
         for stage in REBUILT_STAGES:
             _run_stage(ws, stage)
         rebuilt = pd.read_parquet(ws.predictions).set_index("doc_id")
@@ -123,13 +146,13 @@ def reproduce(at: Layout, registry: Registry, version: str, workdir: Path | None
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _scratch_workspace(at: Layout, ws: Layout, record: dict[str, Any]) -> None:
-    """A DVC repository with the recorded params.yaml, sharing the workspace's cache and remote, holding the
-    recorded snapshot and tokenizer."""
+def _scratch_workspace(at: Layout, ws: Layout, record: dict[str, Any], params: dict[str, Any]) -> None:
+    """A DVC repository with the recorded `params` (params.yaml), sharing the workspace's cache and remote,
+    holding the recorded snapshot and tokenizer."""
     from dvc.repo import Repo
 
     ws.root.mkdir(parents=True, exist_ok=True)
-    (ws.params).write_text(yaml.safe_dump(record["params"], sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (ws.params).write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
     config = Repo(str(at.root)).config  # remote URLs come back absolute
     _dvc(ws.root, "init", "--no-scm", "-q")
     _dvc(ws.root, "config", "cache.dir", str(at.root / ".dvc" / "cache"))

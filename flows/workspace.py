@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from data_checks.io import DoclifeError, atomic_dir, atomic_path, first_line
+from flows.init_from import BASE_STAMP, base_stamp
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CODE_STAMPS = ".doclife/code"
@@ -29,7 +30,8 @@ CODE_STAMPS = ".doclife/code"
 # (tests/test_dvc_yaml.py checks the top-level part). Config and I/O plumbing is left out: values come from
 # params.yaml, listed key by key in dvc.yaml.
 _TRAINING = ("lightning_modules.train", "lightning_modules.callbacks", "lightning_modules.modules",
-             "lightning_modules.data", "lightning_modules.model", "lightning_modules.snapshot", "data_checks.snapshot")
+             "lightning_modules.data", "lightning_modules.model", "lightning_modules.checkpoint",
+             "lightning_modules.snapshot", "data_checks.snapshot")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "sample": ("data_checks.sample_corpus",),
     "ingest": ("data_checks.ingest",),
@@ -39,9 +41,12 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                  "data_checks.text_arrays", "data_checks.duplicates", "data_checks.label_noise", "data_checks.drift",
                  "data_checks.drift_profile"),
     "snapshot": ("data_checks.snapshot", "data_checks.drift_profile"),
-    "tokenize": ("lightning_modules.tokenizer", "lightning_modules.snapshot", "data_checks.snapshot"),
-    # pretrain reads lightning_modules.config for the named model sizes (base, small, ...).
-    "pretrain": (*_TRAINING, "lightning_modules.config"),
+    # With pretrain.init_from, tokenize loads the checkpoint's tokenizer (lightning_modules.checkpoint, .model).
+    "tokenize": ("lightning_modules.tokenizer", "lightning_modules.checkpoint", "lightning_modules.model",
+                 "lightning_modules.snapshot", "data_checks.snapshot"),
+    # pretrain reads lightning_modules.config for the named model sizes (base, small, ...), and records the
+    # checkpoint it starts from as flows.init_from resolves it.
+    "pretrain": (*_TRAINING, "lightning_modules.config", "flows.init_from", "flows.registry"),
     "finetune": _TRAINING,
     "evaluate": ("lightning_modules.evaluate", "lightning_modules.model", "lightning_modules.snapshot",
                  "data_checks.snapshot"),
@@ -68,18 +73,27 @@ def code_stamp(stage: str) -> dict[str, Any]:
     return {"stage": stage, "sha256": digest.hexdigest(), "modules": sorted(STAGE_CODE[stage])}
 
 
-def write_code_stamps(root: Path) -> dict[str, str]:
-    """Write each stage's stamp under `root`, touching only those that changed; return stage → sha256."""
-    stamps = {}
+def write_code_stamps(root: Path) -> dict[str, str | None]:
+    """Write each stage's stamp under `root`, and the stamp of the checkpoint pretraining starts from
+    (`.doclife/base.json`, see flows/init_from.py), touching only those that changed; return stage → sha256
+    and `base` → the checkpoint's sha256 (None without pretrain.init_from)."""
+    stamps: dict[str, str | None] = {}
     for stage in STAGE_CODE:
         stamp = code_stamp(stage)
-        path = Path(root) / CODE_STAMPS / f"{stage}.json"
-        text = json.dumps(stamp, indent=2) + "\n"
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            with atomic_path(path) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+        _write_if_changed(Path(root) / CODE_STAMPS / f"{stage}.json", stamp)
         stamps[stage] = stamp["sha256"]
+    base = base_stamp(Path(root))
+    _write_if_changed(Path(root) / BASE_STAMP, base)
+    stamps["base"] = base.get("sha256")
     return stamps
+
+
+def _write_if_changed(path: Path, stamp: dict[str, Any]) -> None:
+    # An unchanged stamp keeps its bytes (and so DVC's hash of it): its stages stay skipped.
+    text = json.dumps(stamp, indent=2, ensure_ascii=False) + "\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------ templates

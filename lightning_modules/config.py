@@ -72,16 +72,26 @@ class TokenizeConfig:
     """A merge must occur at least this often in the training text to enter the vocabulary."""
     lowercase: bool = True
     """Lower-case Latin text before tokenising (CJK characters are unaffected)."""
+    extend_vocabulary: int = 0
+    """With pretrain.init_from (the checkpoint's tokenizer is used, vocab_size and lowercase are ignored): add up
+    to this many corpus words it maps to [UNK], seen at least min_frequency times, most frequent first; their
+    embedding rows start at the mean of the checkpoint's. 0: the checkpoint's tokenizer as it is."""
 
     def __post_init__(self) -> None:
         # Five special tokens plus room for at least a basic character alphabet.
         if self.vocab_size < 100:
             raise DoclifeError(f"params.yaml: tokenize.vocab_size must be >= 100, got {self.vocab_size!r}")
         _positive("tokenize", min_frequency=self.min_frequency)
+        _non_negative("tokenize", extend_vocabulary=self.extend_vocabulary)
 
 
 @dataclass
 class PretrainConfig:
+    init_from: str | None = None
+    """Continue from this checkpoint instead of a new encoder: a local Hugging Face directory (BERT: config.json,
+    model.safetensors or pytorch_model.bin, tokenizer files), relative to the workspace or absolute, or
+    `champion` (the registry's champion: each run continues from the last promoted model). Its shape replaces
+    the size fields; its tokenizer replaces tokenize's. null: a new encoder of the size below."""
     size: str = "custom"
     """Named encoder size (tiny, mini, small, medium, base) or `custom` for the four fields below."""
     hidden_size: int = 128
@@ -108,7 +118,8 @@ class PretrainConfig:
     on a CPU, where it rarely pays)."""
     max_steps: int = 400
     """Optimizer steps in total; raising it and re-running resumes from the last checkpoint. 0: no pretraining,
-    the encoder is exported as initialised and finetuning starts from random weights."""
+    the encoder is exported as initialised and finetuning starts from random weights (from the checkpoint's
+    weights with init_from)."""
     learning_rate: float = 1e-3
     """Peak AdamW learning rate, reached after warmup_steps."""
     warmup_steps: int = 40
@@ -145,6 +156,8 @@ class PretrainConfig:
             checkpoint_every_n_steps=self.checkpoint_every_n_steps,
         )
         _non_negative("pretrain", max_steps=self.max_steps, warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise DoclifeError(f"params.yaml: pretrain.init_from must be a checkpoint directory, `champion` or null, got {self.init_from!r}")
         if self.size != "custom":
             if self.size not in MODEL_SIZES:
                 raise DoclifeError(f"params.yaml: pretrain.size must be custom or one of {sorted(MODEL_SIZES)}, got {self.size!r}")
@@ -179,7 +192,12 @@ class FinetuneConfig:
     """Imbalanced labels: class_weights (loss weighted by inverse frequency), sampler (each epoch draws
     every label equally often, with replacement; plain loss) or none."""
     learning_rate: float = 5e-4
-    """Peak AdamW learning rate, reached after warmup_steps."""
+    """Peak AdamW learning rate, reached after warmup_steps (of the top encoder layer when layer_decay < 1)."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay: encoder layer k below the top trains at learning_rate x layer_decay^k, the
+    embeddings one step below the bottom layer (a pretrained start's lower layers move less). 1.0: off."""
+    head_learning_rate: float | None = None
+    """Peak learning rate of the new pooler and classification head. null: learning_rate."""
     warmup_steps: int = 20
     """Steps of linear warmup, followed by linear decay to 0 at the last step."""
     weight_decay: float = 0.01
@@ -210,6 +228,10 @@ class FinetuneConfig:
             patience=self.patience,
         )
         _non_negative("finetune", warmup_steps=self.warmup_steps, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise DoclifeError(f"params.yaml: finetune.layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        if self.head_learning_rate is not None:
+            _positive("finetune", head_learning_rate=self.head_learning_rate)
         if self.balance not in BALANCING:
             raise DoclifeError(f"params.yaml: finetune.balance must be one of {list(BALANCING)}, got {self.balance!r}")
         if not 0.0 <= self.dropout < 1.0:

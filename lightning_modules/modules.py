@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,20 +27,56 @@ def warmup_then_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[i
     return factor
 
 
+# `bert.encoder.layer.3.attention...` -> 3
+_LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+
+
+def layerwise_learning_rates(model: nn.Module, learning_rate: float, layer_decay: float,
+                             head_learning_rate: float | None) -> dict[str, float]:
+    """Parameter name -> peak learning rate for a BERT classifier (names `bert.embeddings.*`,
+    `bert.encoder.layer.{i}.*`, then the pooler and the classifier).
+
+    The top encoder layer trains at `learning_rate`, each layer below at `layer_decay` times the one above, the
+    embeddings at one more factor below the bottom layer (Sun et al. 2019, "How to fine-tune BERT"); the pooler
+    and the classification head, new at finetuning, at `head_learning_rate` (None: `learning_rate`).
+    """
+    names = [name for name, _ in model.named_parameters()]
+    layers = 1 + max((int(m.group(1)) for n in names if (m := _LAYER.search(n))), default=-1)
+    rates = {}
+    for name in names:
+        if (match := _LAYER.search(name)) is not None:
+            rates[name] = learning_rate * layer_decay ** (layers - 1 - int(match.group(1)))
+        elif ".embeddings." in f".{name}":
+            rates[name] = learning_rate * layer_decay ** layers
+        else:
+            rates[name] = learning_rate if head_learning_rate is None else head_learning_rate
+    return rates
+
+
+def _decays(name: str, param: nn.Parameter) -> bool:
+    """Whether weight decay applies: not to biases and LayerNorm weights (BERT's recipe)."""
+    return not (param.ndim < 2 or "LayerNorm" in name)
+
+
 def adamw_with_schedule(
-    model: nn.Module, learning_rate: float, weight_decay: float, warmup_steps: int, total_steps: int, fused: bool = False
+    model: nn.Module, learning_rate: float, weight_decay: float, warmup_steps: int, total_steps: int, fused: bool = False,
+    learning_rates: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """AdamW (no decay on biases and LayerNorm weights) with the schedule stepped every optimiser step."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=learning_rate,
-        fused=fused,
-    )
+    """AdamW (no decay on biases and LayerNorm weights) with the schedule stepped every optimiser step.
+
+    `learning_rates` (parameter name -> peak rate, see `layerwise_learning_rates`) gives parameters rates of
+    their own: one group per (rate, decay) pair; the schedule scales every group alike.
+    """
+    trained = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    if learning_rates is not None:
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for name, param in trained:
+            groups.setdefault((learning_rates[name], weight_decay if _decays(name, param) else 0.0), []).append(param)
+        param_groups = [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
+    else:
+        param_groups = [{"params": [p for n, p in trained if _decays(n, p)], "weight_decay": weight_decay},
+                        {"params": [p for n, p in trained if not _decays(n, p)], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(param_groups, lr=learning_rate, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(warmup_steps, total_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
@@ -142,6 +179,8 @@ class ClassifierModule(ClippedModule):
         learning_rate: float,
         warmup_steps: int,
         weight_decay: float,
+        layer_decay: float = 1.0,
+        head_learning_rate: float | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -150,6 +189,8 @@ class ClassifierModule(ClippedModule):
         self.learning_rate = learning_rate
         self.warmup_steps = warmup_steps
         self.weight_decay = weight_decay
+        self.layer_decay = layer_decay
+        self.head_learning_rate = head_learning_rate
         self.val_f1 = MulticlassF1Score(num_classes=len(class_weights), average="macro")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -173,5 +214,9 @@ class ClassifierModule(ClippedModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = int(self.trainer.estimated_stepping_batches)
+        # One rate for all (the two groups as ever) unless layer decay or a head rate asks for more.
+        rates = None
+        if self.layer_decay != 1.0 or self.head_learning_rate is not None:
+            rates = layerwise_learning_rates(self.model, self.learning_rate, self.layer_decay, self.head_learning_rate)
         return adamw_with_schedule(self.model, self.learning_rate, self.weight_decay, self.warmup_steps, total,
-                                   fused=self.fused_optimizer())
+                                   fused=self.fused_optimizer(), learning_rates=rates)

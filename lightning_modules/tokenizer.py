@@ -3,18 +3,24 @@
 BERT's normaliser puts spaces around every CJK character, so the pre-tokeniser makes each Chinese character
 its own word (and token) while Latin words are split into WordPiece subwords. Chinese therefore never floods
 [UNK]: only characters absent from the training text are unknown.
+
+With `pretrain.init_from` the tokenizer follows the checkpoint: the stage writes the checkpoint's own, and
+optionally extends it with the corpus's frequent words that it maps to [UNK] (`extend_vocabulary`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import unicodedata
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from data_checks.io import atomic_dir
+from data_checks.io import DoclifeError, atomic_dir
+from lightning_modules.checkpoint import BaseCheckpoint, load_checkpoint_tokenizer, read_checkpoint_config
 from lightning_modules.config import TokenizeConfig
 from lightning_modules.snapshot import load_manifest, read_split, require_rows
 
@@ -91,12 +97,12 @@ def build_tokenizer(cfg: TokenizeConfig, texts: list[str]) -> Tokenizer:
     return tok
 
 
-def unk_rates(tok: Tokenizer, texts: list[str]) -> dict[str, Any]:
+def unk_rates(tok: Tokenizer, texts: list[str], unk_token: str = "[UNK]") -> dict[str, Any]:
     """[UNK] rate among tokens that come from CJK text and among tokens from Latin-script text.
 
     A token is attributed by the first character of the original text span it covers.
     """
-    unk_id = tok.token_to_id("[UNK]")
+    unk_id = tok.token_to_id(unk_token)
     counts = {"cjk": [0, 0], "latin": [0, 0], "all": [0, 0]}  # [unk tokens, tokens]
     for text, encoding in zip(texts, tok.encode_batch(texts, add_special_tokens=False)):
         # Offsets index the original (un-normalised) text, so its characters tell the script.
@@ -133,8 +139,49 @@ def to_hf(tok: Tokenizer, model_max_length: int | None = None) -> Any:
     )
 
 
-def train_tokenizer(cfg: TokenizeConfig, snapshot_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Train on the train+validation text of the snapshot and save a fast tokenizer into `out_dir`.
+def unknown_words(tok: Tokenizer, texts: list[str], min_frequency: int, limit: int, unk_token: str = "[UNK]",
+                  chunk: int = 10000) -> list[tuple[str, int]]:
+    """The `limit` most frequent words of `texts` that `tok` maps to [UNK], seen at least `min_frequency` times,
+    normalised as the tokenizer sees them: (word, count), most frequent first, ties by the word.
+
+    WordPiece maps a whole word to one [UNK] when it cannot spell it from its pieces, so the offsets of an
+    [UNK] token are exactly the unknown word (a character absent from the vocabulary, an emoji, a rare CJK
+    character).
+    """
+    unk_id = tok.token_to_id(unk_token)
+    normalize = tok.normalizer.normalize_str if tok.normalizer is not None else str
+    counts: Counter[str] = Counter()
+    for start in range(0, len(texts), chunk):  # bounded memory: the encodings of one chunk at a time
+        part = texts[start:start + chunk]
+        for text, encoding in zip(part, tok.encode_batch(part, add_special_tokens=False)):
+            for token_id, (begin, end) in zip(encoding.ids, encoding.offsets):
+                if token_id == unk_id and end > begin:
+                    # BertNormalizer pads CJK characters with spaces: strip them back off.
+                    counts[normalize(text[begin:end]).strip()] += 1
+    # WordPiece gives [UNK] without a look at the vocabulary for words longer than this: adding them is useless.
+    longest = json.loads(tok.to_str())["model"].get("max_input_chars_per_word") or 100
+    frequent = [(word, n) for word, n in counts.items()
+                if n >= min_frequency and word and len(word) <= longest and not any(c.isspace() for c in word)]
+    return sorted(frequent, key=lambda item: (-item[1], item[0]))[:limit]
+
+
+def extend_wordpiece(tok: Tokenizer, words: list[str]) -> Tokenizer:
+    """A copy of the WordPiece tokenizer `tok` with `words` as whole-word entries, with ids after every
+    existing one (so the checkpoint's ids, and its embedding rows, stay where they are)."""
+    data = json.loads(tok.to_str())
+    if data["model"]["type"] != "WordPiece":
+        raise ValueError(f"a WordPiece tokenizer to extend, not {data['model']['type']}")
+    vocab = data["model"]["vocab"]
+    first = tok.get_vocab_size(with_added_tokens=True)
+    for offset, word in enumerate(words):
+        vocab[word] = first + offset
+    return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
+
+
+def train_tokenizer(cfg: TokenizeConfig, snapshot_dir: Path, out_dir: Path,
+                    base: BaseCheckpoint | None = None) -> dict[str, Any]:
+    """Train on the train+validation text of the snapshot and save a fast tokenizer into `out_dir`; with
+    `base` (pretrain.init_from), write the checkpoint's tokenizer instead (see `checkpoint_tokenizer`).
 
     Returns the vocabulary size and the [UNK] rates on the validation text (CJK, Latin, all).
     """
@@ -142,16 +189,59 @@ def train_tokenizer(cfg: TokenizeConfig, snapshot_dir: Path, out_dir: Path) -> d
     manifest = load_manifest(snapshot_dir)
     frame = read_split(snapshot_dir, ["train", "validation"])
     require_rows(frame, snapshot_dir, "the train and validation splits")
-    tok = build_tokenizer(cfg, frame["text"].tolist())
     validation = frame.loc[frame["split"] == "validation", "text"].tolist()
-    rates = unk_rates(tok, validation)
-    with atomic_dir(out_dir) as tmp:
-        to_hf(tok).save_pretrained(str(tmp))
+    if base is not None:
+        measures = checkpoint_tokenizer(cfg, base, frame["text"].tolist(), validation, out_dir)
+    else:
+        tok = build_tokenizer(cfg, frame["text"].tolist())
+        measures = {"vocab_size": tok.get_vocab_size(), **unk_rates(tok, validation)}
+        with atomic_dir(out_dir) as tmp:
+            to_hf(tok).save_pretrained(str(tmp))
     return {
-        "vocab_size": tok.get_vocab_size(),
+        "vocab_size": measures.pop("vocab_size"),
         "n_texts": len(frame),
         "n_validation_texts": len(validation),
-        **rates,
+        **measures,
         "wall_seconds": round(time.perf_counter() - started, 3),
         "snapshot": manifest["snapshot"],
+    }
+
+
+def checkpoint_tokenizer(cfg: TokenizeConfig, base: BaseCheckpoint, texts: list[str], validation: list[str],
+                         out_dir: Path) -> dict[str, Any]:
+    """Write the tokenizer of the checkpoint `base` into `out_dir`, with up to `cfg.extend_vocabulary` of the
+    frequent words of `texts` it maps to [UNK] added (at least `cfg.min_frequency` times each).
+
+    vocab_size and lowercase are the checkpoint's: its embedding rows are indexed by its vocabulary. Returns the
+    vocabulary size, the words added, and the [UNK] rates on `validation` of the checkpoint's tokenizer
+    (`checkpoint_unk_rate_*`) and of the one written (`unk_rate_*`).
+    """
+    tokenizer = load_checkpoint_tokenizer(base.path, read_checkpoint_config(base.path))
+    backend, unk = tokenizer.backend_tokenizer, tokenizer.unk_token
+    kind = json.loads(backend.to_str())["model"]["type"]
+    if cfg.extend_vocabulary and kind != "WordPiece":
+        raise DoclifeError(f"{base.path}: tokenize.extend_vocabulary adds whole words to a WordPiece vocabulary; "
+                           f"this tokenizer is {kind} (set extend_vocabulary: 0)")
+    before = unk_rates(backend, validation, unk)
+    added = unknown_words(backend, texts, cfg.min_frequency, cfg.extend_vocabulary, unk) if cfg.extend_vocabulary else []
+    extended = extend_wordpiece(backend, [word for word, _ in added]) if added else backend
+    with atomic_dir(out_dir) as tmp:
+        if added:
+            # A fast tokenizer around the extended WordPiece, with the checkpoint's special tokens.
+            from transformers import PreTrainedTokenizerFast
+
+            specials = {name: getattr(tokenizer, name) for name in
+                        ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token")}
+            PreTrainedTokenizerFast(tokenizer_object=extended, model_max_length=tokenizer.model_max_length,
+                                    padding_side="right", **specials).save_pretrained(str(tmp))
+        else:
+            tokenizer.save_pretrained(str(tmp))
+    return {
+        "vocab_size": extended.get_vocab_size(with_added_tokens=True),
+        "base_checkpoint": base.lineage(),
+        "checkpoint_vocab_size": len(tokenizer),
+        "added_tokens": len(added),
+        "added_examples": [word for word, _ in added[:20]],
+        **{f"checkpoint_{key}": value for key, value in before.items() if key.startswith("unk_rate")},
+        **unk_rates(extended, validation, unk),
     }

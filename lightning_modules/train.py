@@ -26,6 +26,7 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from data_checks.io import DoclifeError, atomic_dir, first_line, read_json, write_json
 from lightning_modules.callbacks import CurveRecorder, LastCheckpointEachEpoch, SaveOnException, logged_metric, write_csv
+from lightning_modules.checkpoint import BaseCheckpoint, describe_shape, load_mlm, require_trainable
 from lightning_modules.config import FinetuneConfig, PretrainConfig
 from lightning_modules.data import ClassificationDataModule, MaskedLMDataModule
 from lightning_modules.model import (
@@ -229,22 +230,30 @@ def pretrain(
     checkpoint_dir: Path,
     metrics_path: Path,
     curve_path: Path,
+    base: BaseCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Masked-LM pretraining for `cfg.max_steps` steps, resuming from `checkpoint_dir` when it matches.
 
-    Rank 0 writes the model (with its tokenizer) to `model_dir`, the metrics json and the loss curve CSV.
-    Every process returns the metrics. With max_steps 0 nothing is trained (see `_export_initial_encoder`).
+    `base` is the checkpoint `cfg.init_from` resolves to (flows/init_from.py): training continues from its
+    weights, in its shape, with the tokenize stage's copy of its tokenizer. Rank 0 writes the model (with its
+    tokenizer) to `model_dir`, the metrics json and the loss curve CSV. Every process returns the metrics. With
+    max_steps 0 nothing is trained (see `_export_initial_encoder`).
     """
     started = time.perf_counter()
     snapshot_dir, tokenizer_dir, checkpoint_dir = Path(snapshot_dir), Path(tokenizer_dir), Path(checkpoint_dir)
+    if cfg.init_from is not None and base is None:
+        raise DoclifeError(f"pretrain: init_from is {cfg.init_from!r}, but no checkpoint was resolved from it "
+                           "(flows.init_from.resolve_init_from)")
     _require_devices(cfg)
     _set_threads(cfg.accelerator, cfg.devices)
     manifest = load_manifest(snapshot_dir)
     tokenizer = _load_tokenizer(tokenizer_dir)
     tokenizer.model_max_length = cfg.max_length
+    # Before any step: a checkpoint that cannot be trained, or a tokenizer that is not its own, is one line.
+    checkpoint_vocab = require_trainable(base, tokenizer, tokenizer_dir, cfg.max_length) if base is not None else None
     if cfg.max_steps == 0:
         return _export_initial_encoder(cfg, manifest, tokenizer, Path(model_dir), checkpoint_dir, Path(metrics_path),
-                                       Path(curve_path), started)
+                                       Path(curve_path), started, base, checkpoint_vocab)
 
     run_settings = {k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "checkpoint_every_n_steps")}
     fingerprint = {
@@ -253,6 +262,8 @@ def pretrain(
         "tokenizer_sha256": _hash_files(tokenizer_dir / "tokenizer.json"),
         "config": run_settings,
     }
+    if base is not None:  # the same directory with other weights is another run
+        fingerprint["base_sha256"] = base.sha256
     ckpt_path, resumed_from = _prepare_checkpoints(checkpoint_dir, fingerprint, _launch_rank(cfg.devices), cfg)
     if resumed_from is not None:
         rank_zero_info(f"doclife: resuming from step {resumed_from} ({ckpt_path})")
@@ -261,7 +272,7 @@ def pretrain(
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = MaskedLMDataModule(snapshot_dir, tokenizer, cfg.max_length, cfg.batch_size, cfg.mask_probability, cfg.seed)
-    network = build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    network = _network(cfg, tokenizer, base, checkpoint_vocab)
     module = MaskedLMModule(network, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay, seed=cfg.seed)
     if cfg.compile:
         compile_encoder_layers(network)
@@ -316,6 +327,7 @@ def pretrain(
         "world_size": trainer.world_size,
         "snapshot": manifest["snapshot"],
         "content_sha256": manifest["content_sha256"],
+        **_lineage(base),
     }
     # A collective call: under fsdp it gathers the shards, and rank 0 receives the full weights.
     full_state = trainer.strategy.lightning_module_state_dict()
@@ -327,21 +339,38 @@ def pretrain(
     return metrics
 
 
+def _network(cfg: PretrainConfig, tokenizer: Any, base: BaseCheckpoint | None, checkpoint_vocab: int | None) -> torch.nn.Module:
+    """The masked-LM network training starts from: a new encoder sized by `cfg`, or the checkpoint's (seeded first)."""
+    if base is None:
+        return build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    network = load_mlm(base, len(tokenizer), checkpoint_vocab, cfg.dropout)
+    rank_zero_info(f"doclife: pretrain.init_from {base.origin}: the model's shape comes from the checkpoint "
+                   f"({describe_shape(network.config)}); pretrain.size and its four size fields are ignored")
+    return network
+
+
+def _lineage(base: BaseCheckpoint | None) -> dict[str, Any]:
+    """The metrics' record of the checkpoint training started from (none without init_from: metrics as before)."""
+    return {} if base is None else {"base_checkpoint": base.lineage()}
+
+
 def _export_initial_encoder(cfg: PretrainConfig, manifest: dict[str, Any], tokenizer: Any, model_dir: Path,
-                            checkpoint_dir: Path, metrics_path: Path, curve_path: Path, started: float) -> dict[str, Any]:
+                            checkpoint_dir: Path, metrics_path: Path, curve_path: Path, started: float,
+                            base: BaseCheckpoint | None = None, checkpoint_vocab: int | None = None) -> dict[str, Any]:
     """max_steps 0: the encoder is exported as initialised, the very weights a pretraining run with this seed
     starts from, so finetuning starts from random weights. At a CPU budget that finetunes as well as the
     pretrained start and saves the stage's time (docs/pretraining-at-cpu-scale.md). Checkpoints of earlier
-    runs are left as they are: raising max_steps again resumes from them."""
+    runs are left as they are: raising max_steps again resumes from them. With `base`, the checkpoint's
+    encoder is exported as it is: finetuning starts straight from its weights."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    network = build_mlm(cfg, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    network = _network(cfg, tokenizer, base, checkpoint_vocab)
     metrics = {
         "train_loss": None, "val_loss": None, "steps": 0, "steps_this_run": 0, "resumed_from_step": None,
         "tokens_per_second": None, "nonpad_tokens_per_second": None, "mfu": None,
         "parameters": sum(p.numel() for p in network.parameters()),
         "packed_rows": None, "global_batch_rows": None, "fit_seconds": 0.0,
         "wall_seconds": round(time.perf_counter() - started, 3), "world_size": 1,
-        "snapshot": manifest["snapshot"], "content_sha256": manifest["content_sha256"],
+        "snapshot": manifest["snapshot"], "content_sha256": manifest["content_sha256"], **_lineage(base),
     }
     if _launch_rank(cfg.devices) == 0:  # under a multi-node launcher every rank gets here; one writes
         checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a DVC output of the stage
@@ -401,7 +430,8 @@ def finetune(
     # Balance by the loss or by the sampler, never both (that would over-correct); 0-weight for absent labels stays.
     inverse_frequency = data.class_weights()
     loss_weights = inverse_frequency if cfg.balance == "class_weights" else (inverse_frequency > 0).float()
-    module = ClassifierModule(model, loss_weights, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay)
+    module = ClassifierModule(model, loss_weights, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay,
+                              cfg.layer_decay, cfg.head_learning_rate)
     curve = CurveRecorder(per_epoch=True)
     checkpoints = ModelCheckpoint(
         dirpath=checkpoint_dir,

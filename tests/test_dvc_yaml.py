@@ -10,6 +10,7 @@ import yaml
 
 from flows.cli import STAGES
 from flows.config import Params
+from flows.init_from import BASE_STAMP
 from flows.layout import Layout
 from flows.workspace import STAGE_CODE, TEMPLATES, render_dvc_yaml
 
@@ -77,7 +78,9 @@ def test_each_stage_lists_every_key_of_its_section():
 
 
 def test_each_stage_depends_on_the_stamp_of_its_code():
-    assert declared("code", "outs") == {f".doclife/code/{stage}.json" for stage in STAGES}
+    assert declared("code", "outs") == {f".doclife/code/{stage}.json" for stage in STAGES} | {BASE_STAMP}
+    # The checkpoint pretraining starts from (pretrain.init_from) is an input of the two stages that read it.
+    assert {stage for stage in STAGES if BASE_STAMP in DVC[stage].get("deps", [])} == {"tokenize", "pretrain"}
     assert set(STAGE_CODE) == set(STAGES)
     for stage in STAGES:
         assert f".doclife/code/{stage}.json" in DVC[stage]["deps"]
