@@ -231,7 +231,10 @@ def serve_deployments(workspace: Path) -> None:
         skipped = sum(skip_missed_runs(client, deployment_id) for deployment_id in deployment_ids)
     ensure_crash_automation(schedule.heartbeat_seconds)
     # Closing the terminal (SIGHUP) stops serving like Ctrl-C does, not half way with runs left "Running".
-    signal.signal(signal.SIGHUP, _interrupt)
+    # Ctrl-C raises at once too: asyncio.run's own handler only cancels the runner's main task, and a
+    # cancellation that lands in one of Prefect's shielded sections is lost (serve went on serving).
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _interrupt)
     print(json.dumps({"serving": [lifecycle_deployment(at), f"{watch_source.name}/{at.name}-on-new-data"],
                       "api": PREFECT_API_URL.value(), "orphaned_runs_crashed": crashed,
                       "missed_runs_skipped": skipped}), flush=True)
