@@ -64,11 +64,16 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def relative_if_inside(path: Path | str, root: Path | str) -> str:
+    """`path` relative to `root` when inside it (it then moves with the workspace), else as it is."""
+    path, root = Path(path).absolute(), Path(root).absolute()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def recorded_path(path: Path | str) -> str:
     """A path as a summary records it: relative to the working directory when inside it (a stage runs in
     its workspace's root), so a workspace that moves or is cloned still points at its own files."""
-    path = Path(path).absolute()
-    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else str(path)
+    return relative_if_inside(path, Path.cwd())
 
 
 def write_json(path: Path | str, data: Any) -> None:

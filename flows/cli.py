@@ -15,14 +15,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from data_checks.io import DoclifeError, atomic_path, first_line
+from data_checks.io import DoclifeError, atomic_path, first_line, relative_if_inside
 from flows.config import Params, load_params
-from flows.init_from import resolve_init_from
 from flows.layout import Layout
-from flows.workspace import relative_if_inside
-from lightning_modules.checkpoint import BaseCheckpoint
+
+if TYPE_CHECKING:
+    from lightning_modules.checkpoint import BaseCheckpoint
 
 STAGES = ("sample", "ingest", "clean", "validate", "snapshot", "tokenize", "pretrain", "finetune", "evaluate", "promote")
 
@@ -63,6 +63,8 @@ def _snapshot(p: Params, at: Layout) -> dict[str, Any]:
 
 def _base(p: Params, at: Layout) -> BaseCheckpoint | None:
     """The checkpoint pretrain.init_from names (None without one): what tokenize and pretrain start from."""
+    from flows.init_from import resolve_init_from
+
     return resolve_init_from(p.pretrain.init_from, at.root, at.registry(p.promote.registry))
 
 

@@ -91,8 +91,8 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**values)
 
 
-def set_param(path: Path | str, dotted_key: str, value: Any) -> None:
-    """Set one key of `params.yaml` in place, keeping its comments and order (ruamel round-trip)."""
+def round_trip_yaml() -> Any:
+    """A ruamel YAML that rewrites params.yaml keeping its comments, order and quoting."""
     from ruamel.yaml import YAML
 
     yaml = YAML()
@@ -100,6 +100,12 @@ def set_param(path: Path | str, dotted_key: str, value: Any) -> None:
     yaml.width = 4096  # never re-wrap a long line
     # Write null as `null`, as people write it, not as an empty value.
     yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    return yaml
+
+
+def set_param(path: Path | str, dotted_key: str, value: Any) -> None:
+    """Set one key of `params.yaml` in place, keeping its comments and order (ruamel round-trip)."""
+    yaml = round_trip_yaml()
     path = Path(path)
     data = yaml.load(path.read_text(encoding="utf-8"))
     *parents, leaf = dotted_key.split(".")

@@ -124,6 +124,14 @@ def stage_error(lines: list[str]) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
+def dvc_checked(root: Path, args: list[str]) -> list[str]:
+    """`dvc ARGS` in `root`, quietly; a failure is one line with DVC's own error."""
+    code, lines = run_dvc(root, args, lambda line: None)
+    if code != 0:
+        raise DoclifeError(f"dvc {args[0]}: {stage_error(lines)}")
+    return lines
+
+
 def dvc_status(root: Path, stages: list[str]) -> dict[str, list]:
     """`dvc status --json STAGES`: for each stage (and its upstream) that differs from dvc.lock, how it differs,
     e.g. {"ingest": [{"changed deps": {"data/raw/sample.csv": "modified"}}]}. One DVC call."""

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from data_checks.io import DoclifeError, first_line, read_json
+from data_checks.io import DoclifeError, read_json
 from flows.config import Params
-from flows.dvc import dvc_env
+from flows.dvc import dvc_checked, dvc_env
 from flows.layout import Layout
 from flows.registry import Registry, model_digest
 from lightning_modules.checkpoint import CHAMPION
@@ -154,18 +154,18 @@ def _scratch_workspace(at: Layout, ws: Layout, record: dict[str, Any], params: d
     ws.root.mkdir(parents=True, exist_ok=True)
     (ws.params).write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
     config = Repo(str(at.root)).config  # remote URLs come back absolute
-    _dvc(ws.root, "init", "--no-scm", "-q")
-    _dvc(ws.root, "config", "cache.dir", str(at.root / ".dvc" / "cache"))
+    dvc_checked(ws.root, ["init", "--no-scm", "-q"])
+    dvc_checked(ws.root, ["config", "cache.dir", str(at.root / ".dvc" / "cache")])
     for name, remote in config.get("remote", {}).items():
-        _dvc(ws.root, "remote", "add", name, remote["url"])
+        dvc_checked(ws.root, ["remote", "add", name, remote["url"]])
     if config["core"].get("remote"):
-        _dvc(ws.root, "remote", "default", config["core"]["remote"])
+        dvc_checked(ws.root, ["remote", "default", config["core"]["remote"]])
     for out, md5 in ((ws.snapshot, record["snapshot_md5"]), (ws.tokenizer, record["tokenizer_md5"])):
         pointer = out.with_name(out.name + ".dvc")
         pointer.parent.mkdir(parents=True, exist_ok=True)
         pointer.write_text(yaml.safe_dump({"outs": [{"md5": md5, "hash": "md5", "path": out.name}]}), encoding="utf-8")
         try:
-            _dvc(ws.root, "pull", str(pointer.relative_to(ws.root)))
+            dvc_checked(ws.root, ["pull", str(pointer.relative_to(ws.root))])
         except DoclifeError as exc:
             raise DoclifeError(f"{_rel(ws, out)} {md5}: in neither the DVC cache nor the remote ({exc}); "
                                "`dvc push` from the workspace that made it") from None
@@ -178,13 +178,6 @@ def _run_stage(ws: Layout, stage: str) -> None:
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
         raise DoclifeError(f"reproducing {stage} in {ws.root}: {lines[-1]}")
-
-
-def _dvc(root: Path, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(), capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise DoclifeError(f"dvc {args[0]}: {first_line(Exception(proc.stderr or proc.stdout))}")
 
 
 def _rel(at: Layout, path: Path) -> str:

@@ -16,11 +16,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from data_checks.io import DoclifeError, atomic_dir, atomic_path, first_line
+from data_checks.io import DoclifeError, atomic_dir, atomic_path, first_line, relative_if_inside
+from flows.dvc import dvc_checked
 from flows.init_from import BASE_STAMP, base_stamp
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -109,12 +109,9 @@ def render_dvc_yaml(with_sample: bool) -> str:
 def render_params(source: str, text_column: str, label_column: str | None, labels: list[str],
                   registry: str) -> str:
     """The demo's `params.yaml` with the corpus's own reading, labels and registry, and no `sample` section."""
-    from ruamel.yaml import YAML
+    from flows.config import round_trip_yaml
 
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    yaml = round_trip_yaml()
     data = yaml.load((TEMPLATES / "params.yaml").read_text(encoding="utf-8"))
     del data["sample"]
     data["ingest"].update(source=source, text_column=text_column, label_column=label_column)
@@ -182,12 +179,12 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
             labels=", ".join(labels) or "(unlabelled)", remote=storage), encoding="utf-8")
         write_code_stamps(tmp)
         _git(tmp, "init", "-q")
-        _tool(tmp, [sys.executable, "-m", "dvc", "init", "-q"])
+        dvc_checked(tmp, ["init", "-q"])
         url = relative_if_inside(storage, directory)
         # Given relative to the workspace root, DVC stores it relative to .dvc/: it moves with the workspace.
-        _tool(tmp, [sys.executable, "-m", "dvc", "remote", "add", "-d", "storage", url])
+        dvc_checked(tmp, ["remote", "add", "-d", "storage", url])
         for key in ("core.analytics", "core.check_update"):
-            _tool(tmp, [sys.executable, "-m", "dvc", "config", key, "false"])
+            dvc_checked(tmp, ["config", key, "false"])
         _git(tmp, "add", "-A")
         _git(tmp, "commit", "-qm", f"doclife workspace for {source.name}")
     return {"workspace": str(directory), "source": str(source), "text_column": text_column,
@@ -195,21 +192,13 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
             "registry": str(storage / "registry")}
 
 
-def relative_if_inside(path: Path, root: Path) -> str:
-    """`path` relative to `root` when inside it (it then moves with the workspace), else as it is."""
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
-
-
 def _git(cwd: Path, *args: str) -> None:
     # The user's own identity when git has one; the first commit must not fail where it has none.
     if shutil.which("git") is None:
         raise DoclifeError("git: not installed (a doclife workspace is a git repository)")
     known = subprocess.run(["git", "config", "user.email"], cwd=cwd, capture_output=True).returncode == 0
-    _tool(cwd, ["git", *([] if known else ["-c", "user.name=doclife", "-c", "user.email=doclife@localhost"]), *args])
-
-
-def _tool(cwd: Path, argv: list[str]) -> None:
+    identity = [] if known else ["-c", "user.name=doclife", "-c", "user.email=doclife@localhost"]
     try:
-        subprocess.run(argv, cwd=cwd, check=True, capture_output=True, text=True)
+        subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True, text=True)
     except subprocess.CalledProcessError as exc:
-        raise DoclifeError(f"{' '.join(argv[:3])}: {first_line(Exception(exc.stderr or exc.stdout))}") from None
+        raise DoclifeError(f"git {args[0]}: {first_line(Exception(exc.stderr or exc.stdout))}") from None
