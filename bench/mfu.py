@@ -175,7 +175,7 @@ def bare_loop(
         torch.compiler.cudagraph_mark_step_begin()  # the cuda_graphs variant's replays may reuse the last step's memory
         with torch.autocast(device, dtype=torch.bfloat16), sdpa_kernel(attention) if attention else nullcontext():
             loss_sum = masked_lm_loss_sum(model, batch["input_ids"], batch["labels"], batch["target_positions"])
-            loss = loss_sum / batch["global_targets"]
+            loss = loss_sum / batch["n_targets"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()

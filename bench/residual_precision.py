@@ -61,7 +61,7 @@ def gradient_errors(device: str) -> dict:
         model.zero_grad()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
             loss = masked_lm_loss_sum(model, batch["input_ids"], batch["labels"], batch["target_positions"])
-        (loss / batch["global_targets"]).backward()
+        (loss / batch["n_targets"]).backward()
         return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).double()
 
     reference_loss, reference = loss_and_gradient(nn.LayerNorm, autocast=False)

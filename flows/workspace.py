@@ -31,7 +31,7 @@ CODE_STAMPS = ".doclife/code"
 # params.yaml, listed key by key in dvc.yaml.
 _TRAINING = ("lightning_modules.train", "lightning_modules.callbacks", "lightning_modules.modules",
              "lightning_modules.data", "lightning_modules.model", "lightning_modules.checkpoint",
-             "lightning_modules.snapshot", "data_checks.snapshot")
+             "lightning_modules.snapshot", "lightning_modules.token_shards", "data_checks.snapshot")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "sample": ("data_checks.sample_corpus",),
     "ingest": ("data_checks.ingest",),
@@ -42,8 +42,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                  "data_checks.drift_profile"),
     "snapshot": ("data_checks.snapshot", "data_checks.drift_profile"),
     # With pretrain.init_from, tokenize loads the checkpoint's tokenizer (lightning_modules.checkpoint, .model).
-    "tokenize": ("lightning_modules.tokenizer", "lightning_modules.checkpoint", "lightning_modules.model",
-                 "lightning_modules.snapshot", "data_checks.snapshot"),
+    "tokenize": ("lightning_modules.tokenizer", "lightning_modules.token_shards", "lightning_modules.checkpoint",
+                 "lightning_modules.model", "lightning_modules.snapshot", "data_checks.snapshot"),
     # pretrain reads lightning_modules.config for the named model sizes (base, small, ...), and records the
     # checkpoint it starts from as flows.init_from resolves it.
     "pretrain": (*_TRAINING, "lightning_modules.config", "flows.init_from", "flows.registry"),

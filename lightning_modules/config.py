@@ -76,12 +76,18 @@ class TokenizeConfig:
     """With pretrain.init_from (the checkpoint's tokenizer is used, vocab_size and lowercase are ignored): add up
     to this many corpus words it maps to [UNK], seen at least min_frequency times, most frequent first; their
     embedding rows start at the mean of the checkpoint's. 0: the checkpoint's tokenizer as it is."""
+    sample_docs: int = 200000
+    """The tokenizer learns from at most this many train and validation documents, those whose doc_id hashes
+    lowest: its cost stays flat as the corpus grows, and the same snapshot always gives the same vocabulary."""
+    shard_tokens: int = 16777216
+    """Token ids per shard file of the encoded snapshot (about: shards end at a document boundary)."""
 
     def __post_init__(self) -> None:
         # Five special tokens plus room for at least a basic character alphabet.
         if self.vocab_size < 100:
             raise DoclifeError(f"params.yaml: tokenize.vocab_size must be >= 100, got {self.vocab_size!r}")
-        _positive("tokenize", min_frequency=self.min_frequency)
+        _positive("tokenize", min_frequency=self.min_frequency, sample_docs=self.sample_docs,
+                  shard_tokens=self.shard_tokens)
         _non_negative("tokenize", extend_vocabulary=self.extend_vocabulary)
 
 
@@ -104,6 +110,9 @@ class PretrainConfig:
     """Width of the feed-forward block inside each layer."""
     max_length: int = 64
     """Length of a packed row in tokens: documents ([CLS] ... [SEP]) are concatenated and cut into rows this long."""
+    validation_rows: int = 4096
+    """Packed validation rows scored at each checkpoint (the first ones of the validation shards, one fixed mask):
+    validation costs the same whatever the corpus size."""
     mask_probability: float = 0.15
     """Fraction of ordinary tokens chosen as masked-LM targets (of those: 80% [MASK], 10% random, 10% kept)."""
     batch_size: int = 32
@@ -151,6 +160,7 @@ class PretrainConfig:
             num_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
             batch_size=self.batch_size,
+            validation_rows=self.validation_rows,
             accumulate_grad_batches=self.accumulate_grad_batches,
             learning_rate=self.learning_rate,
             checkpoint_every_n_steps=self.checkpoint_every_n_steps,

@@ -1,7 +1,10 @@
-"""DataModules: tokenise the snapshot once in `setup`.
+"""DataModules: pretraining streams the token shards of the tokenize stage; finetuning encodes the snapshot
+batch by batch into compact arrays.
 
-Masked-LM pretraining packs documents into full rows (no step is spent on padding) and masks dynamically,
-with the mask of micro-batch m drawn from (seed, m) so a resumed run draws what an uninterrupted one would.
+Masked-LM pretraining reads packed rows (documents concatenated and cut, so no step is spent on padding) from
+memory-mapped shards (lightning_modules.token_shards) and masks dynamically, with the rows and the mask of
+micro-batch m drawn from (seed, m) so a resumed run draws what an uninterrupted one would. Each process reads
+only its own rows of a micro-batch.
 The validation rows are masked once with a fixed seed so validation losses are comparable across steps and
 runs. Classification batches are padded to their own longest document, and each batch holds documents of
 about the same length (`LengthGroupedBatches`), so little of a batch is padding.
@@ -11,17 +14,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_checks.io import DoclifeError
-from lightning_modules.snapshot import read_split, require_rows
+from lightning_modules.snapshot import iter_split, require_rows
+from lightning_modules.token_shards import SHARDS_DIR, PackedRows, TokenShards
 
 IGNORE_INDEX = -100  # positions the loss skips (cross_entropy's default ignore_index)
 
@@ -37,6 +42,19 @@ def pad_ids(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
+def masking_draws(shape: tuple[int, ...], n_ordinary: int, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers that decide a mask over (batch, seq) ids: (target draw, action draw, replacement).
+
+    Their shapes depend on nothing but `shape`, so a process can draw a whole global micro-batch's numbers and
+    keep the rows of its own part: its mask is then the one a single process would draw for those rows.
+    """
+    chosen = torch.rand(shape, generator=generator)
+    action = torch.rand(shape, generator=generator)
+    replacement = torch.randint(n_ordinary, shape, generator=generator)
+    return chosen, action, replacement
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     special_ids: list[int],
@@ -44,31 +62,26 @@ def mask_tokens(
     vocab_size: int,
     probability: float,
     generator: torch.Generator | None = None,
+    draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking on (batch, seq) ids: returns (masked input_ids, labels), both (batch, seq).
 
     Each ordinary token becomes a target with `probability`; a target is replaced by [MASK] 80% of the
     time, by a random ordinary token 10%, and kept 10%. Special and padding tokens are never targets;
     labels are IGNORE_INDEX everywhere except at targets. At least one target is chosen per batch so the
-    loss is always defined.
+    loss is always defined. `draws` (of `masking_draws`) replaces drawing from `generator`.
     """
     specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
+    every_id = torch.arange(vocab_size)
+    ordinary = every_id[~torch.isin(every_id, specials)]  # random replacements are never special tokens
+    chosen_draw, action, replacement = draws if draws is not None else masking_draws(input_ids.shape, len(ordinary), generator)
     candidate = ~torch.isin(input_ids, specials)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & candidate
+    chosen = (chosen_draw < probability) & candidate
     if not chosen.any() and candidate.any():
         chosen.view(-1)[candidate.view(-1).nonzero()[0]] = True
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-
-    action = torch.rand(input_ids.shape, generator=generator)
-    to_mask = chosen & (action < 0.8)
-    to_random = chosen & (action >= 0.8) & (action < 0.9)
-    masked = input_ids.clone()
-    masked[to_mask] = mask_id
-    # Random replacements come from ordinary tokens only, never from the special tokens.
-    every_id = torch.arange(vocab_size)
-    ordinary = every_id[~torch.isin(every_id, specials)]
-    picks = torch.randint(len(ordinary), (int(to_random.sum()),), generator=generator)
-    masked[to_random] = ordinary[picks]
+    masked = torch.where(chosen & (action < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), ordinary[replacement], masked)
     return masked, labels
 
 
@@ -77,17 +90,15 @@ def target_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
 
 
-def mlm_batch(input_ids: torch.Tensor, labels: torch.Tensor, global_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """A masked-LM micro-batch: (batch, seq) ids and labels, the global micro-batch's target count (this
-    batch's own when it is the whole micro-batch), and the flat positions of this batch's targets.
+def mlm_batch(input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A masked-LM micro-batch: (batch, seq) ids and labels, this batch's target count, and the flat positions
+    of its targets. Training sums the counts of all processes' parts (MaskedLMModule) to normalise the loss.
 
     The positions are found here, on the host, so that the device never has to report how many targets a
     batch holds (a boolean index would stop the host at every step until the device caught up).
     """
     positions = target_positions(labels)
-    if global_targets is None:
-        global_targets = torch.tensor(len(positions))
-    return {"input_ids": input_ids, "labels": labels, "global_targets": global_targets, "target_positions": positions}
+    return {"input_ids": input_ids, "labels": labels, "n_targets": torch.tensor(len(positions)), "target_positions": positions}
 
 
 def _tokenise(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
@@ -100,30 +111,47 @@ def derived_seed(*parts: int) -> int:
     return int(state[0]) >> 1
 
 
-def pack_documents(docs: list[list[int]], row_length: int) -> torch.Tensor:
-    """Concatenate tokenised documents (each [CLS] ... [SEP]) and cut the stream into full rows.
+def permuted(positions: np.ndarray, n: int, key: int) -> np.ndarray:
+    """Where a keyed pseudo-random permutation of [0, n) sends each of `positions`, without building it.
 
-    Returns (n_rows, row_length) ids with no padding. A document longer than a row continues in the next
-    row; the incomplete tail of the stream is dropped. Attention spans document boundaries inside a row
-    (RoBERTa's FULL-SENTENCES packing): the [SEP] between documents marks where one ends.
+    A 4-round Feistel network on the smallest even number of bits that holds n, with cycle walking (values that
+    land at n or beyond are permuted again until they fall inside): a bijection of [0, n) in O(1) memory, so an
+    epoch's row order costs nothing whatever the corpus size (torch.randperm would hold 8 bytes a row).
     """
-    stream = torch.tensor([token for doc in docs for token in doc], dtype=torch.long)
-    n_rows = len(stream) // row_length
-    return stream[: n_rows * row_length].view(n_rows, row_length)
+    bits = max(2, int(n - 1).bit_length())
+    half = (bits + 1) // 2
+    mask = np.uint64((1 << half) - 1)
+    round_keys = np.random.SeedSequence([int(key)]).generate_state(4, dtype=np.uint64)
+    out = np.asarray(positions, dtype=np.uint64).copy()
+    todo = np.ones(len(out), dtype=bool)
+    with np.errstate(over="ignore"):  # the round function multiplies modulo 2^64 on purpose
+        while todo.any():
+            left, right = out[todo] >> np.uint64(half), out[todo] & mask
+            for k in round_keys:
+                mixed = (right + k) * np.uint64(0x9E3779B97F4A7C15)
+                mixed ^= mixed >> np.uint64(29)
+                mixed *= np.uint64(0xBF58476D1CE4E5B9)
+                mixed ^= mixed >> np.uint64(32)
+                left, right = right, left ^ (mixed & mask)
+            out[todo] = (left << np.uint64(half)) | right
+            todo = out >= np.uint64(n)
+    return out.astype(np.int64)
 
 
 class PackedMLMBatches(Dataset):
     """Micro-batch number m -> this rank's share of the m-th global micro-batch of packed rows, masked.
 
     Everything is a function of (seed, m): epoch e = m // batches_per_epoch takes the rows in a permutation
-    drawn from (seed, e); the mask of the whole global micro-batch is drawn from (seed, m) and each rank keeps
-    its slice. So a resumed run that starts at m = global_step x accumulate draws exactly the batches and
-    masks of an uninterrupted run, and 1 or N processes with the same global batch see the same rows.
+    keyed by (seed, e) (`permuted`); the mask of the whole global micro-batch is drawn from (seed, m) and each
+    rank reads only its own rows and keeps its slice of the draws. So a resumed run that starts at
+    m = global_step x accumulate draws exactly the batches and masks of an uninterrupted run, 1 or N processes
+    with the same global batch see the same rows, and the ranks' rows are disjoint. `rows` is any table of
+    packed rows indexed by an array of row numbers (token_shards.PackedRows, or an in-memory tensor).
     """
 
     def __init__(
         self,
-        rows: torch.Tensor,
+        rows: Any,
         batch_size: int,
         rank: int,
         world_size: int,
@@ -136,30 +164,35 @@ class PackedMLMBatches(Dataset):
         self.rank = rank
         self.seed = seed
         self.masking = masking
+        specials = set(masking["special_ids"])
+        self.n_ordinary = masking["vocab_size"] - sum(1 for i in specials if 0 <= i < masking["vocab_size"])
         self.batches_per_epoch = len(rows) // self.global_batch
         if self.batches_per_epoch == 0:
             raise DoclifeError(
                 f"pretrain: {len(rows)} packed rows cannot fill one global micro-batch of {self.global_batch} rows "
                 "(lower batch_size or max_length, or add documents)"
             )
-        self._epoch = -1
-        self._order = torch.empty(0, dtype=torch.long)
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
-    def __getitem__(self, m: int) -> dict[str, torch.Tensor]:
+    def row_numbers(self, m: int) -> np.ndarray:
+        """The rows this rank reads for micro-batch m, (batch_size,)."""
         epoch, position = divmod(int(m), self.batches_per_epoch)
-        if epoch != self._epoch:
-            self._order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(derived_seed(self.seed, epoch, 1)))
-            self._epoch = epoch
-        picked = self._order[position * self.global_batch : (position + 1) * self.global_batch]
+        first = position * self.global_batch + self.rank * self.batch_size
+        return permuted(np.arange(first, first + self.batch_size), len(self.rows), derived_seed(self.seed, epoch, 1))
+
+    def __getitem__(self, m: int) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, m, 2))
-        masked, labels = mask_tokens(self.rows[picked], generator=generator, **self.masking)  # (global_batch, L)
-        n_targets = (labels != IGNORE_INDEX).sum()
+        draws = masking_draws((self.global_batch, self.rows_length()), self.n_ordinary, generator)  # (global_batch, L)
         mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        rows = self.rows[self.row_numbers(m)]  # (batch_size, L): only this rank's rows are read
+        masked, labels = mask_tokens(rows, draws=tuple(d[mine] for d in draws), **self.masking)
         # Every row is full: no attention_mask, so attention runs unmasked (SDPA's fastest path).
-        return mlm_batch(masked[mine], labels[mine], n_targets)
+        return mlm_batch(masked, labels)
+
+    def rows_length(self) -> int:
+        return int(self.rows.row_length if hasattr(self.rows, "row_length") else self.rows.shape[1])
 
 
 class FromStep(Sampler[int]):
@@ -173,50 +206,49 @@ class FromStep(Sampler[int]):
 
 
 class MaskedLMDataModule(L.LightningDataModule):
-    """Packed train rows with masks drawn from (seed, micro-batch); packed validation rows with a fixed mask."""
+    """Packed train rows streamed from the token shards beside the tokenizer, with masks drawn from (seed,
+    micro-batch); the first `validation_rows` packed validation rows with a fixed mask."""
 
     def __init__(
         self,
-        snapshot_dir: Path,
+        tokenizer_dir: Path,
         tokenizer: Any,
         max_length: int,
         batch_size: int,
         mask_probability: float,
         seed: int,
+        validation_rows: int = 4096,
+        content_sha256: str | None = None,
     ) -> None:
         super().__init__()
-        self.snapshot_dir = Path(snapshot_dir)
+        self.tokenizer_dir = Path(tokenizer_dir)
+        self.content_sha256 = content_sha256  # the snapshot the shards must encode (None: not checked)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
         self.mask_probability = mask_probability
         self.seed = seed
+        self.validation_rows = validation_rows
         self.masking = {
             "special_ids": list(tokenizer.all_special_ids),
             "mask_id": tokenizer.mask_token_id,
             "vocab_size": len(tokenizer),
             "probability": mask_probability,
         }
-        self.train_rows = torch.empty(0, max_length, dtype=torch.long)
+        self.train_rows: PackedRows | None = None
         self.val_batches: list[dict[str, torch.Tensor]] = []
-        self.n_train_docs = 0
-
-    def _packed(self, texts: list[str]) -> torch.Tensor:
-        if not texts:  # an empty split (a corpus without validation rows): no rows, rather than a tokenizer error
-            return torch.empty(0, self.max_length, dtype=torch.long)
-        # Whole documents, no truncation: packing cuts the stream into rows, so nothing is thrown away.
-        docs = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        return pack_documents(docs, self.max_length)
 
     def setup(self, stage: str | None = None) -> None:
-        if len(self.train_rows):
+        if self.train_rows is not None:
             return
-        frame = read_split(self.snapshot_dir, ["train", "validation"])
-        require_rows(frame[frame["split"] == "train"], self.snapshot_dir, "the train split")
-        train = frame.loc[frame["split"] == "train", "text"].tolist()
-        self.n_train_docs = len(train)
-        self.train_rows = self._packed(train)
-        val_rows = self._packed(frame.loc[frame["split"] == "validation", "text"].tolist())
+        # Opening checks every shard (there, whole, this tokenizer's) and reads no row.
+        train = TokenShards.open(self.tokenizer_dir, "train", self.content_sha256).packed_rows(self.max_length)
+        if not len(train):
+            raise DoclifeError(f"{self.tokenizer_dir / SHARDS_DIR}: no packed row of {self.max_length} tokens in the "
+                               "train split (add documents or lower pretrain.max_length)")
+        self.train_rows = train
+        validation = TokenShards.open(self.tokenizer_dir, "validation", self.content_sha256).packed_rows(self.max_length)
+        val_rows = validation[np.arange(min(len(validation), self.validation_rows))]  # (n_val, L), read once
         # One mask for all validation rows, then batches: the targets do not depend on the batch size.
         masked_rows, label_rows = mask_tokens(val_rows, generator=torch.Generator().manual_seed(self.seed), **self.masking)
         for start in range(0, len(val_rows), self.batch_size):
@@ -230,9 +262,9 @@ class MaskedLMDataModule(L.LightningDataModule):
         )
         # Data position = optimizer steps already taken (restored from the checkpoint before this is called).
         sampler = FromStep(lambda: trainer.global_step * trainer.accumulate_grad_batches)
-        # batch_size=None: the dataset already returns whole micro-batches. On the CPU, in-memory rows and cheap
-        # masking make worker processes cost more than they save; on a GPU one worker masks the next batches
-        # while the device computes, into pinned memory, so the step never waits for the host.
+        # batch_size=None: the dataset already returns whole micro-batches. On the CPU, reading a micro-batch's
+        # rows from the page cache and masking them cost less than worker processes; on a GPU one worker reads
+        # and masks the next batches while the device computes, into pinned memory, so the step never waits.
         on_gpu = trainer.strategy.root_device.type == "cuda"
         return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=int(on_gpu), pin_memory=on_gpu,
                           prefetch_factor=4 if on_gpu else None, persistent_workers=on_gpu)
@@ -300,6 +332,43 @@ class ItemRows(Dataset):
         return [self.items[i] for i in rows]
 
 
+class TokenizedDocs(Sequence):
+    """Tokenised documents and their label ids in three flat arrays: item i is (ids, label).
+
+    About 4 bytes a token and 16 a document, where a list of Python int lists takes 30-40 bytes a token: the
+    snapshot's text is never held, and its ids stay a small fraction of it.
+    """
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+        self.ids, self.offsets, self.labels = ids, offsets, labels  # (n_tokens,), (n_docs + 1,), (n_docs,)
+
+    @classmethod
+    def concatenate(cls, parts: list[tuple[list[list[int]], list[int]]]) -> TokenizedDocs:
+        """From batches of (ids per document, label per document)."""
+        docs = [np.asarray(ids, dtype=np.int32) for batch, _ in parts for ids in batch]
+        lengths = np.array([len(d) for d in docs], dtype=np.int64)
+        ids = np.concatenate(docs) if docs else np.empty(0, dtype=np.int32)
+        labels = np.array([y for _, batch in parts for y in batch], dtype=np.int64)
+        return cls(ids, np.concatenate([[0], np.cumsum(lengths)]), labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[list[int], int]:  # type: ignore[override]
+        return self.ids[self.offsets[i] : self.offsets[i + 1]].tolist(), int(self.labels[i])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, order: np.ndarray) -> TokenizedDocs:
+        """The documents `order` names, in that order (a copy of the arrays)."""
+        order = np.asarray(order, dtype=np.int64)
+        lengths = self.lengths()[order]
+        pieces = [self.ids[self.offsets[i] : self.offsets[i + 1]] for i in order]
+        ids = np.concatenate(pieces) if pieces else self.ids[:0]
+        return TokenizedDocs(ids, np.concatenate([[0], np.cumsum(lengths)]), self.labels[order])
+
+
 class ClassificationDataModule(L.LightningDataModule):
     """Train and validation documents whose label is in `labels`, as (input_ids, attention_mask, labels)."""
 
@@ -322,29 +391,33 @@ class ClassificationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.balanced_sampling = balanced_sampling
         self.seed = seed
-        self.train_items: list[tuple[list[int], int]] = []
-        self.val_items: list[tuple[list[int], int]] = []
+        self.train_items = TokenizedDocs.concatenate([])
+        self.val_items = TokenizedDocs.concatenate([])
         self.class_counts: list[int] = []
         self.n_ignored = 0
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_items:
+        if len(self.train_items):
             return
-        frame = read_split(self.snapshot_dir, ["train", "validation"])
-        known = frame["label"].isin(self.labels)
-        self.n_ignored = int((~known).sum())
-        frame = frame[known]
-        for split, target in (("train", self.train_items), ("validation", self.val_items)):
-            part = frame[frame["split"] == split]
-            require_rows(part, self.snapshot_dir, f"the {split} split with a label in {self.labels}")
-            ids = _tokenise(self.tokenizer, part["text"].tolist(), self.max_length)
-            target.extend(zip(ids, (self.label_to_id[x] for x in part["label"])))
+        # The snapshot is read a batch at a time and kept only as token ids (TokenizedDocs).
+        parts: dict[str, list[tuple[list[list[int]], list[int]]]] = {"train": [], "validation": []}
+        for frame in iter_split(self.snapshot_dir, parts, ["text", "label", "split"]):
+            known = frame["label"].isin(self.labels)
+            self.n_ignored += int((~known).sum())
+            for split, target in parts.items():
+                part = frame[known & (frame["split"] == split)]
+                if len(part):
+                    ids = _tokenise(self.tokenizer, part["text"].tolist(), self.max_length)
+                    target.append((ids, [self.label_to_id[x] for x in part["label"]]))
+        for split in parts:
+            if not parts[split]:
+                require_rows(pd.DataFrame(), self.snapshot_dir, f"the {split} split with a label in {self.labels}")
+        self.train_items = TokenizedDocs.concatenate(parts["train"])
+        validation = TokenizedDocs.concatenate(parts["validation"])
         # Longest first: validation batches then hold documents of about the same length (the order of the
         # validation documents changes no metric).
-        self.val_items.sort(key=lambda item: len(item[0]), reverse=True)
-        self.class_counts = [0] * len(self.labels)
-        for _, y in self.train_items:
-            self.class_counts[y] += 1
+        self.val_items = validation.take(np.argsort(-validation.lengths(), kind="stable"))
+        self.class_counts = np.bincount(self.train_items.labels, minlength=len(self.labels)).tolist()
 
     def class_weights(self) -> torch.Tensor:
         """Inverse-frequency weights (mean 1 over present classes); a class absent from train gets 0."""
@@ -366,8 +439,8 @@ class ClassificationDataModule(L.LightningDataModule):
             # Each document drawn with probability 1 / (its label's count): every label fills the same share
             # of an epoch.
             counts = self.class_counts
-            weights = torch.tensor([1.0 / counts[y] for _, y in self.train_items], dtype=torch.double)
-        batches = LengthGroupedBatches([len(ids) for ids, _ in self.train_items], self.batch_size, self.seed, weights)
+            weights = 1.0 / torch.tensor(counts, dtype=torch.double)[torch.from_numpy(self.train_items.labels)]
+        batches = LengthGroupedBatches(self.train_items.lengths().tolist(), self.batch_size, self.seed, weights)
         # A run resumed at epoch e draws epoch e's batches. Lightning draws a resumed run's first epoch before it
         # calls set_epoch, and under ddp its set_epoch reaches only its own wrapper around this sampler.
         batches.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)

@@ -151,12 +151,18 @@ class MaskedLMModule(ClippedModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss_sum = masked_lm_loss_sum(self.model, batch["input_ids"], batch["labels"], batch["target_positions"])
-        loss = loss_sum * self.trainer.world_size / batch["global_targets"].clamp(min=1)
+        # Normalised by the whole global micro-batch's targets: each rank holds only its part's count, so the
+        # counts are summed over the ranks (one scalar, on the device, no wait on the host). Gradients are then
+        # averaged over ranks, hence the world_size factor: every target weighs the same as in one process.
+        n_targets = batch["n_targets"]
+        if self.trainer.world_size > 1:
+            n_targets = self.trainer.strategy.reduce(n_targets, reduce_op="sum")
+        loss = loss_sum * self.trainer.world_size / n_targets.clamp(min=1)
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        n_targets = batch["global_targets"].clamp(min=1)
+        n_targets = batch["n_targets"].clamp(min=1)  # every rank scores the same whole batch
         loss = masked_lm_loss_sum(self.model, batch["input_ids"], batch["labels"], batch["target_positions"]) / n_targets
         # Weighted by the batch's targets, the epoch mean is the mean over every validation target: the same
         # number whatever the batch size (and so the number of devices).

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from data_checks.io import DoclifeError
 from data_checks.snapshot import CORPUS_FILE, read_manifest
@@ -37,6 +39,32 @@ def read_split(snapshot_dir: Path, splits: Iterable[str]) -> pd.DataFrame:
     frame["text"] = frame["text"].astype(str)
     frame["label"] = frame["label"].astype(str)
     return frame
+
+
+def iter_split(snapshot_dir: Path, splits: Iterable[str], columns: Iterable[str] = REQUIRED_COLUMNS,
+               batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
+    """The rows of `splits` in file order (doc_id order), `batch_rows` at a time, with only `columns`.
+
+    Memory is bounded by the batch, not the snapshot: the stages that read a whole split (tokenize's
+    encoding, finetuning's index, evaluation) read it through this.
+    """
+    path = Path(snapshot_dir) / CORPUS_FILE
+    if not path.is_file():
+        raise DoclifeError(f"{path}: missing snapshot corpus (run the snapshot stage first)")
+    columns = list(dict.fromkeys(columns))
+    dataset = ds.dataset(path, format="parquet")
+    missing = [c for c in (*columns, "split") if c not in dataset.schema.names]
+    if missing:
+        raise DoclifeError(f"{path}: missing column(s) {', '.join(dict.fromkeys(missing))}")
+    wanted = pc.field("split").isin(list(splits))
+    for batch in dataset.to_batches(columns=columns, filter=wanted, batch_size=batch_rows, batch_readahead=1,
+                                    fragment_readahead=1, use_threads=False):
+        if batch.num_rows:
+            frame = batch.to_pandas()
+            for column in ("text", "label"):
+                if column in frame.columns:
+                    frame[column] = frame[column].astype(str)
+            yield frame
 
 
 def require_rows(frame: pd.DataFrame, snapshot_dir: Path, what: str) -> None:

@@ -17,12 +17,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from data_checks.io import DoclifeError, atomic_dir
 from lightning_modules.checkpoint import BaseCheckpoint, load_checkpoint_tokenizer, read_checkpoint_config
 from lightning_modules.config import TokenizeConfig
-from lightning_modules.snapshot import load_manifest, read_split, require_rows
+from lightning_modules.snapshot import iter_split, load_manifest, require_rows
+from lightning_modules.token_shards import ENCODED_SPLITS, SHARDS_DIR, encode_snapshot, tokenizer_sha256
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -178,30 +180,65 @@ def extend_wordpiece(tok: Tokenizer, words: list[str]) -> Tokenizer:
     return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
 
 
+def training_sample(snapshot_dir: Path, max_docs: int, batch_rows: int = 65536) -> tuple[pd.DataFrame, int]:
+    """The train and validation documents the tokenizer learns from, and how many there are in all.
+
+    At most `max_docs`: those whose doc_id hashes lowest (pandas' fixed-key hash), a sample that depends only on
+    the snapshot's content, so the same snapshot always trains the same vocabulary, whatever its size. Memory
+    holds the sample and one batch. A snapshot no larger than the sample is taken whole, in file order.
+    """
+    kept: pd.DataFrame | None = None
+    total = 0
+    for frame in iter_split(snapshot_dir, ENCODED_SPLITS, ["doc_id", "text", "split"], batch_rows):
+        total += len(frame)
+        frame["rank"] = pd.util.hash_pandas_object(frame["doc_id"], index=False).to_numpy()
+        kept = frame if kept is None else pd.concat([kept, frame], ignore_index=True)
+        if len(kept) > max_docs:
+            kept = kept.sort_values(["rank", "doc_id"], kind="stable").head(max_docs)
+    if kept is None:
+        return pd.DataFrame(columns=["doc_id", "text", "split"]), 0
+    if total > max_docs:  # back to file (doc_id) order, the order a whole snapshot is read in
+        kept = kept.sort_values("doc_id", kind="stable")
+    return kept.drop(columns="rank").reset_index(drop=True), total
+
+
 def train_tokenizer(cfg: TokenizeConfig, snapshot_dir: Path, out_dir: Path,
                     base: BaseCheckpoint | None = None) -> dict[str, Any]:
-    """Train on the train+validation text of the snapshot and save a fast tokenizer into `out_dir`; with
-    `base` (pretrain.init_from), write the checkpoint's tokenizer instead (see `checkpoint_tokenizer`).
+    """Train on a sample of the snapshot's train+validation text (`training_sample`), save a fast tokenizer
+    into `out_dir`, and encode the train and validation documents with it into token shards beside it
+    (lightning_modules.token_shards). With `base` (pretrain.init_from), the checkpoint's tokenizer is written
+    instead (see `checkpoint_tokenizer`). The tokenizer and its shards appear together or not at all.
 
-    Returns the vocabulary size and the [UNK] rates on the validation text (CJK, Latin, all).
+    Returns the vocabulary size, the [UNK] rates on the sample's validation text (CJK, Latin, all) and the
+    token counts of the shards.
     """
+    from transformers import AutoTokenizer
+
     started = time.perf_counter()
     manifest = load_manifest(snapshot_dir)
-    frame = read_split(snapshot_dir, ["train", "validation"])
-    require_rows(frame, snapshot_dir, "the train and validation splits")
-    validation = frame.loc[frame["split"] == "validation", "text"].tolist()
-    if base is not None:
-        measures = checkpoint_tokenizer(cfg, base, frame["text"].tolist(), validation, out_dir)
-    else:
-        tok = build_tokenizer(cfg, frame["text"].tolist())
-        measures = {"vocab_size": tok.get_vocab_size(), **unk_rates(tok, validation)}
-        with atomic_dir(out_dir) as tmp:
+    sample, n_docs = training_sample(snapshot_dir, cfg.sample_docs)
+    require_rows(sample, snapshot_dir, "the train and validation splits")
+    validation = sample.loc[sample["split"] == "validation", "text"].tolist()
+    with atomic_dir(out_dir) as tmp:
+        if base is not None:
+            measures = checkpoint_tokenizer(cfg, base, sample["text"].tolist(), validation, tmp)
+        else:
+            tok = build_tokenizer(cfg, sample["text"].tolist())
+            measures = {"vocab_size": tok.get_vocab_size(), **unk_rates(tok, validation)}
             to_hf(tok).save_pretrained(str(tmp))
+        trained_seconds = time.perf_counter() - started
+        del sample
+        # The tokenizer as pretraining will load it, so the shards hold exactly the ids it would produce.
+        saved = AutoTokenizer.from_pretrained(str(tmp), local_files_only=True)
+        encoded = encode_snapshot(saved, snapshot_dir, tmp / SHARDS_DIR, tokenizer_sha256(tmp), cfg.shard_tokens)
     return {
         "vocab_size": measures.pop("vocab_size"),
-        "n_texts": len(frame),
+        "n_texts": min(n_docs, cfg.sample_docs),
+        "n_corpus_texts": n_docs,
         "n_validation_texts": len(validation),
         **measures,
+        **encoded,
+        "train_seconds": round(trained_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "snapshot": manifest["snapshot"],
     }
@@ -209,7 +246,7 @@ def train_tokenizer(cfg: TokenizeConfig, snapshot_dir: Path, out_dir: Path,
 
 def checkpoint_tokenizer(cfg: TokenizeConfig, base: BaseCheckpoint, texts: list[str], validation: list[str],
                          out_dir: Path) -> dict[str, Any]:
-    """Write the tokenizer of the checkpoint `base` into `out_dir`, with up to `cfg.extend_vocabulary` of the
+    """Write the tokenizer of the checkpoint `base` into the directory `out_dir`, with up to `cfg.extend_vocabulary` of the
     frequent words of `texts` it maps to [UNK] added (at least `cfg.min_frequency` times each).
 
     vocab_size and lowercase are the checkpoint's: its embedding rows are indexed by its vocabulary. Returns the
@@ -225,17 +262,16 @@ def checkpoint_tokenizer(cfg: TokenizeConfig, base: BaseCheckpoint, texts: list[
     before = unk_rates(backend, validation, unk)
     added = unknown_words(backend, texts, cfg.min_frequency, cfg.extend_vocabulary, unk) if cfg.extend_vocabulary else []
     extended = extend_wordpiece(backend, [word for word, _ in added]) if added else backend
-    with atomic_dir(out_dir) as tmp:
-        if added:
-            # A fast tokenizer around the extended WordPiece, with the checkpoint's special tokens.
-            from transformers import PreTrainedTokenizerFast
+    if added:
+        # A fast tokenizer around the extended WordPiece, with the checkpoint's special tokens.
+        from transformers import PreTrainedTokenizerFast
 
-            specials = {name: getattr(tokenizer, name) for name in
-                        ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token")}
-            PreTrainedTokenizerFast(tokenizer_object=extended, model_max_length=tokenizer.model_max_length,
-                                    padding_side="right", **specials).save_pretrained(str(tmp))
-        else:
-            tokenizer.save_pretrained(str(tmp))
+        specials = {name: getattr(tokenizer, name) for name in
+                    ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token")}
+        PreTrainedTokenizerFast(tokenizer_object=extended, model_max_length=tokenizer.model_max_length,
+                                padding_side="right", **specials).save_pretrained(str(out_dir))
+    else:
+        tokenizer.save_pretrained(str(out_dir))
     return {
         "vocab_size": extended.get_vocab_size(with_added_tokens=True),
         "base_checkpoint": base.lineage(),

@@ -271,7 +271,9 @@ def pretrain(
             rank_zero_info(f"doclife: step {resumed_from} already reaches max_steps={cfg.max_steps}; nothing left to train")
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = MaskedLMDataModule(snapshot_dir, tokenizer, cfg.max_length, cfg.batch_size, cfg.mask_probability, cfg.seed)
+    data = MaskedLMDataModule(tokenizer_dir, tokenizer, cfg.max_length, cfg.batch_size, cfg.mask_probability, cfg.seed,
+                              cfg.validation_rows, manifest["content_sha256"])
+    data.setup("fit")  # before any step (and before the model is built): a bad shard is one line
     network = _network(cfg, tokenizer, base, checkpoint_vocab)
     module = MaskedLMModule(network, cfg.learning_rate, cfg.warmup_steps, cfg.weight_decay, seed=cfg.seed)
     if cfg.compile:

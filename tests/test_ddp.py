@@ -30,19 +30,32 @@ def _write_run_script(tmp_path: Path) -> Path:
 
     Lightning's ddp launcher starts rank 1 by running sys.argv again, so the call must live in a script.
     """
-    snapshot = make_snapshot(tmp_path / "snapshot", n_docs=200, seed=4)
+    # Small enough that 8 steps of 16 rows go past one epoch (the disjoint-rows check spans two).
+    snapshot = make_snapshot(tmp_path / "snapshot", n_docs=120, seed=4)
     train_tokenizer(TokenizeConfig(vocab_size=400), snapshot, tmp_path / "tokenizer")
     script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(
             f"""
+            import json
             import sys
             from pathlib import Path
+            from lightning_modules import data
             from lightning_modules.config import PretrainConfig
             from lightning_modules.train import pretrain
 
             root, devices, strategy, accelerator = Path({str(tmp_path)!r}), int(sys.argv[1]), sys.argv[2], sys.argv[3]
             out = root / f"run{{devices}}-{{strategy}}"
+
+            # Record the packed rows each rank reads (micro-batch, row numbers), one file per rank.
+            read_rows = data.PackedMLMBatches.row_numbers
+            def recorded(self, m):
+                rows = read_rows(self, m)
+                out.mkdir(parents=True, exist_ok=True)
+                with (out / f"rows-rank{{self.rank}}.jsonl").open("a") as handle:
+                    handle.write(json.dumps([int(m), rows.tolist(), len(self.rows), self.batches_per_epoch]) + "\\n")
+                return rows
+            data.PackedMLMBatches.row_numbers = recorded
             cfg = PretrainConfig(
                 hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32,
                 batch_size=16 // devices, max_steps=8, warmup_steps=2, checkpoint_every_n_steps=4,
@@ -79,6 +92,26 @@ def _assert_same_run(one: Path, two: Path, tolerance: float) -> None:
     assert w1.keys() == w2.keys()
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=tolerance, atol=tolerance / 10, msg=name)
+
+
+def _assert_disjoint_rows_covering_the_epochs(run: Path) -> None:
+    """Each rank read only its own rows: disjoint within every micro-batch and epoch, and together every row
+    an epoch takes (its whole global micro-batches), each once."""
+    reads = {rank: [json.loads(line) for line in (run / f"rows-rank{rank}.jsonl").read_text().splitlines()]
+             for rank in (0, 1)}
+    n_rows, per_epoch = reads[0][0][2], reads[0][0][3]
+    assert per_epoch < 8, "the run must go past one epoch for this check"
+    by_epoch: dict[int, list[list[int]]] = {}
+    for rank, records in reads.items():
+        # One read per micro-batch, in order; Lightning's loop fetches one batch ahead of the last step.
+        assert [m for m, *_ in records][:8] == list(range(8)) and len(records) <= 9
+        for m, rows, *_ in records[:8]:
+            assert len(rows) == 8  # batch_size: half the global micro-batch, nothing more
+            by_epoch.setdefault(m // per_epoch, []).append(rows)
+    first = [row for rows in by_epoch[0] for row in rows]
+    assert len(first) == len(set(first)) == per_epoch * 16 and set(first) <= set(range(n_rows))
+    second = [row for rows in by_epoch[1] for row in rows]
+    assert len(second) == len(set(second)) and second != first[: len(second)]  # a fresh order each epoch
 
 
 def _write_finetune_script(tmp_path: Path) -> Path:
@@ -120,6 +153,7 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
     assert (two / "ckpt" / "last.ckpt").is_file()
 
     _assert_same_run(one, two, tolerance=1e-4)
+    _assert_disjoint_rows_covering_the_epochs(two)
 
     # Finetuning deals its length-grouped batches out to the two processes: each takes half an epoch's steps.
     finetuning = _write_finetune_script(tmp_path)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modules.data import IGNORE_INDEX, PackedMLMBatches, mask_tokens, pack_documents, pad_ids
+import numpy as np
+
+from lightning_modules.data import IGNORE_INDEX, PackedMLMBatches, mask_tokens, pad_ids, permuted
+from lightning_modules.token_shards import PackedRows
 
 SPECIALS = [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID, VOCAB = 4, 500
@@ -52,10 +55,26 @@ def test_masking_always_has_a_target() -> None:
 
 def test_packing_fills_every_row() -> None:
     docs = [[2, 10, 11, 3], [2, 12, 3], [2, 13, 14, 15, 16, 17, 3], [2, 18, 3]]
-    rows = pack_documents(docs, row_length=5)
-    stream = [t for d in docs for t in d]
-    assert rows.shape == (3, 5)  # 16 tokens -> 3 full rows, the 1-token tail dropped
-    assert rows.flatten().tolist() == stream[:15]
+    stream = np.array([t for d in docs for t in d])
+    rows = PackedRows([stream], row_length=5)
+    assert len(rows) == 3  # 16 tokens -> 3 full rows, the 1-token tail dropped
+    assert rows.in_memory().flatten().tolist() == stream[:15].tolist()
+    # Several shards: each is cut on its own, and rows are gathered from any of them in any order.
+    shards = PackedRows([stream[:7], stream[7:9], stream[9:]], row_length=3)
+    assert len(shards) == 2 + 0 + 2  # 7 -> 2 rows, 2 -> none, 7 -> 2
+    assert shards[np.array([3, 0, 2])].tolist() == [stream[12:15].tolist(), stream[0:3].tolist(), stream[9:12].tolist()]
+
+
+def test_permutation_is_a_keyed_bijection() -> None:
+    for n in (1, 2, 7, 1000, 4097):
+        order = permuted(np.arange(n), n, key=11)
+        assert sorted(order.tolist()) == list(range(n))
+        assert permuted(np.arange(n), n, key=11).tolist() == order.tolist()  # the same key, the same order
+    assert permuted(np.arange(1000), 1000, key=11).tolist() != permuted(np.arange(1000), 1000, key=12).tolist()
+    assert permuted(np.arange(1000), 1000, key=11).tolist() != list(range(1000))
+    # Any positions of the order, computed alone, agree with the whole.
+    whole = permuted(np.arange(1000), 1000, key=3)
+    assert permuted(np.array([5, 999, 0]), 1000, key=3).tolist() == [whole[5], whole[999], whole[0]]
 
 
 def _masking() -> dict:
@@ -72,7 +91,11 @@ def test_packed_batches_are_a_function_of_seed_and_micro_batch_not_of_world_size
         halves = [ds[m] for ds in two]
         assert torch.equal(torch.cat([h["input_ids"] for h in halves]), whole["input_ids"])
         assert torch.equal(torch.cat([h["labels"] for h in halves]), whole["labels"])
-        assert int(halves[0]["global_targets"]) == int(whole["global_targets"]) == int((whole["labels"] != IGNORE_INDEX).sum())
+        # Each rank counts its own part's targets; training sums them over the ranks.
+        assert sum(int(h["n_targets"]) for h in halves) == int(whole["n_targets"]) == int((whole["labels"] != IGNORE_INDEX).sum())
+        # The ranks read disjoint rows, together the one process's.
+        mine = [set(ds.row_numbers(m).tolist()) for ds in two]
+        assert not mine[0] & mine[1] and mine[0] | mine[1] == set(one.row_numbers(m).tolist())
     # A fresh dataset (a resumed run) reproduces micro-batch 7 exactly; other micro-batches differ.
     again = PackedMLMBatches(rows, batch_size=8, rank=0, world_size=1, seed=3, masking=_masking())
     assert torch.equal(again[7]["input_ids"], one[7]["input_ids"])

@@ -64,15 +64,17 @@ def test_datamodule_packs_without_padding(workspace: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(workspace["tokenizer"]))
-    data = MaskedLMDataModule(workspace["snapshot"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
+    data = MaskedLMDataModule(workspace["tokenizer"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
     data.setup("fit")
-    assert data.train_rows.shape[1] == 32 and len(data.train_rows) > 0
-    assert not (data.train_rows == tok.pad_token_id).any(), "packed rows hold no padding"
+    rows = data.train_rows.in_memory()
+    assert rows.shape[1] == 32 and len(rows) > 0
+    assert not (rows == tok.pad_token_id).any(), "packed rows hold no padding"
     # Every training document is in there: one [CLS] per document, counting a possibly dropped tail.
-    n_cls = int((data.train_rows == tok.cls_token_id).sum())
-    assert data.n_train_docs - 2 <= n_cls <= data.n_train_docs
+    n_train_docs = int((pd.read_parquet(workspace["snapshot"] / "corpus.parquet")["split"] == "train").sum())
+    n_cls = int((rows == tok.cls_token_id).sum())
+    assert n_train_docs - 2 <= n_cls <= n_train_docs
     # The fixed validation mask is reproducible.
-    again = MaskedLMDataModule(workspace["snapshot"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
+    again = MaskedLMDataModule(workspace["tokenizer"], tok, max_length=32, batch_size=4, mask_probability=0.15, seed=0)
     again.setup("fit")
     assert all(torch.equal(a["labels"], b["labels"]) for a, b in zip(again.val_batches, data.val_batches))
 
@@ -169,8 +171,9 @@ def test_pretrain_without_validation_rows(workspace: dict[str, Path], tmp_path: 
     snapshot.mkdir()
     frame[frame["split"] != "validation"].to_parquet(snapshot / "corpus.parquet", index=False)
     (snapshot / "manifest.json").write_text((workspace["snapshot"] / "manifest.json").read_text())
+    train_tokenizer(TokenizeConfig(vocab_size=400), snapshot, tmp_path / "tokenizer")  # its shards: no validation
     cfg = replace(TINY, max_steps=4, checkpoint_every_n_steps=2)
-    metrics = pretrain(cfg, snapshot, workspace["tokenizer"], tmp_path / "model", tmp_path / "ckpt",
+    metrics = pretrain(cfg, snapshot, tmp_path / "tokenizer", tmp_path / "model", tmp_path / "ckpt",
                        tmp_path / "metrics.json", tmp_path / "curve.csv")
     assert metrics["steps"] == 4 and np.isfinite(metrics["train_loss"]) and metrics["val_loss"] is None
     assert (tmp_path / "model" / "model.safetensors").is_file()
@@ -357,8 +360,9 @@ def test_balanced_sampler_draws_labels_equally(workspace: dict[str, Path]) -> No
         data = ClassificationDataModule(workspace["snapshot"], tok, LABELS, 32, 16, balanced_sampling=balanced, seed=seed)
         data.setup("fit")
         # Make the corpus imbalanced: keep every "sports" document, one in four of the others.
-        data.train_items = [item for i, item in enumerate(data.train_items) if item[1] == 0 or i % 4 == 0]
-        data.class_counts = [sum(1 for _, y in data.train_items if y == k) for k in range(len(LABELS))]
+        labels = data.train_items.labels
+        data.train_items = data.train_items.take(np.flatnonzero((labels == 0) | (np.arange(len(labels)) % 4 == 0)))
+        data.class_counts = np.bincount(data.train_items.labels, minlength=len(LABELS)).tolist()
         loader = data.train_dataloader()
         drawn = []
         for epoch in range(20):
@@ -465,7 +469,8 @@ def test_mlm_loss_at_given_target_positions_equals_the_boolean_index() -> None:
     torch.manual_seed(0)
     model = build_mlm(replace(TINY, dropout=0.0), vocab_size=60, pad_token_id=0).eval()
     ids, labels = mask_tokens(torch.randint(5, 60, (4, 32)), [0, 1, 2, 3, 4], 4, 60, 0.15, torch.Generator().manual_seed(1))
-    batch = mlm_batch(ids, labels, (labels != IGNORE_INDEX).sum())
+    batch = mlm_batch(ids, labels)
+    assert int(batch["n_targets"]) == int((labels != IGNORE_INDEX).sum())
     assert batch["target_positions"].tolist() == (labels.reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1).tolist()
     given = masked_lm_loss_sum(model, ids, labels, batch["target_positions"])
     hidden = model.bert(input_ids=ids).last_hidden_state
