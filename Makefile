@@ -15,7 +15,7 @@ UI_HOST ?= 127.0.0.1
 UI_PORT ?= 4200
 SERVER_API := http://$(UI_HOST):$(UI_PORT)/api
 
-.PHONY: install lock demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data bench-real clean
+.PHONY: install lock demo test test-fast ui schedule bench-ops bench-train bench-gpu bench-data bench-real bench-scale clean
 
 # The versions the test suite last passed with (`make lock` refreshes them): a fresh install gets exactly
 # these, so a new release of some transitive dependency cannot break it unannounced.
@@ -83,6 +83,9 @@ bench-data: install  ## cleaning + validation on every shared corpus, 1M documen
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
 	$(BIN)/python -m bench.data
 	$(BIN)/python -m bench.datatrove_compare
+
+bench-scale: install  ## pretraining data at 100k and 10M generated documents: tokenize, time to first step, RSS; shards vs in memory
+	$(BIN)/python -m bench.pretrain_scale
 
 clean:  ## remove every stage output, the registry and Prefect's database (keeps .venv)
 	rm -rf data models reports registry .dvc-storage .prefect dvc.lock .dvc/cache .dvc/tmp
