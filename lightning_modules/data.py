@@ -159,6 +159,7 @@ class PackedMLMBatches(Dataset):
         masking: dict[str, Any],
     ) -> None:
         self.rows = rows  # (n_rows, row_length)
+        self.row_length = rows.row_length if isinstance(rows, PackedRows) else int(rows.shape[1])
         self.batch_size = batch_size
         self.global_batch = batch_size * world_size
         self.rank = rank
@@ -184,15 +185,12 @@ class PackedMLMBatches(Dataset):
 
     def __getitem__(self, m: int) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, m, 2))
-        draws = masking_draws((self.global_batch, self.rows_length()), self.n_ordinary, generator)  # (global_batch, L)
+        draws = masking_draws((self.global_batch, self.row_length), self.n_ordinary, generator)  # (global_batch, L)
         mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         rows = self.rows[self.row_numbers(m)]  # (batch_size, L): only this rank's rows are read
         masked, labels = mask_tokens(rows, draws=tuple(d[mine] for d in draws), **self.masking)
         # Every row is full: no attention_mask, so attention runs unmasked (SDPA's fastest path).
         return mlm_batch(masked, labels)
-
-    def rows_length(self) -> int:
-        return int(self.rows.row_length if hasattr(self.rows, "row_length") else self.rows.shape[1])
 
 
 class FromStep(Sampler[int]):

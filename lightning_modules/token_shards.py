@@ -211,6 +211,17 @@ class PackedRows:
             out[here] = self.streams[shard][starts[:, None] + span]  # (k, row_length) gathered from the memmap
         return torch.from_numpy(out)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker started by spawn gets the rows pickled: send each memmap as its file and offset
+        # (numpy would pickle a memmap as a copy of all its data).
+        streams = [(str(s.filename), s.dtype.str, s.offset, len(s)) if isinstance(s, np.memmap) else s for s in self.streams]
+        return {"streams": streams, "row_length": self.row_length, "first_row": self.first_row}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.row_length, self.first_row = state["row_length"], state["first_row"]
+        self.streams = [np.memmap(s[0], dtype=np.dtype(s[1]), mode="r", offset=s[2], shape=(s[3],)) if isinstance(s, tuple)
+                        else s for s in state["streams"]]
+
     def in_memory(self) -> torch.Tensor:
         """Every row, read into one (n_rows, row_length) tensor (the benchmark's in-memory reference)."""
         return self[np.arange(len(self))]

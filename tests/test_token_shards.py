@@ -48,6 +48,17 @@ def test_shards_hold_every_document_as_the_tokenizer_encodes_it(encoded: dict) -
     assert "test" not in index["splits"]  # finetuning and evaluation read the test split from the snapshot
 
 
+def test_rows_travel_to_a_worker_process_as_file_references(encoded: dict) -> None:
+    import pickle
+
+    rows = TokenShards.open(encoded["tokenizer"], "train").packed_rows(16)
+    sent = pickle.dumps(rows)
+    assert len(sent) < 2000, "the shards' data must not be pickled, only where they are"
+    back = pickle.loads(sent)
+    picked = np.array([len(rows) - 1, 0, 7])
+    assert len(back) == len(rows) and back[picked].tolist() == rows[picked].tolist()
+
+
 def test_the_tokenizer_learns_from_a_fixed_bounded_sample(encoded: dict, tmp_path: Path) -> None:
     splits = pd.read_parquet(encoded["snapshot"] / "corpus.parquet")["split"]
     n_train, n_learnable = int((splits == "train").sum()), int(splits.isin(["train", "validation"]).sum())
