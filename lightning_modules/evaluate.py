@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torchmetrics.functional.classification import (
     binary_auroc,
@@ -20,10 +26,13 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from data_checks.io import DoclifeError, atomic_path, write_json, write_parquet
+from data_checks.io import DoclifeError, atomic_path, write_json
 from lightning_modules.config import EvaluateConfig
 from lightning_modules.model import loading_model_files
-from lightning_modules.snapshot import load_manifest, read_split, require_rows
+from lightning_modules.snapshot import iter_split, load_manifest, require_rows
+
+READ_BATCH_ROWS = 65536
+"""Snapshot rows read (and scored) at a time: evaluation holds one batch's text, never the whole split's."""
 
 
 def _r(value: float | torch.Tensor) -> float:
@@ -143,11 +152,15 @@ def classification_metrics(probs: np.ndarray, target: np.ndarray, labels: list[s
     }
 
 
-def majority_baseline(train_labels: list[str], target: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """Always predict the train split's most frequent label (ties: first in `labels`); scored on `target`."""
-    counts = pd.Series(train_labels).value_counts()
-    counts = counts[counts.index.isin(labels)]
-    if counts.empty:
+def majority_baseline(
+    train_labels: Iterable[str] | Mapping[str, int], target: np.ndarray, labels: list[str]
+) -> dict[str, Any]:
+    """Always predict the train split's most frequent label (ties: first in `labels`); scored on `target`.
+
+    `train_labels` is the train split's labels, or their counts (label → rows) as `count_labels` gives them.
+    """
+    counts = Counter(train_labels)  # a mapping is taken as counts, an iterable of labels is counted
+    if not any(counts.get(label, 0) > 0 for label in labels):
         raise DoclifeError("majority baseline: the train split has no row with a known label")
     majority = max(labels, key=lambda label: (int(counts.get(label, 0)), -labels.index(label)))
     y = torch.tensor(np.asarray(target), dtype=torch.long)
@@ -157,6 +170,14 @@ def majority_baseline(train_labels: list[str], target: np.ndarray, labels: list[
         "accuracy": _r(multiclass_accuracy(preds, y, num_classes=len(labels), average="micro")),
         "macro_f1": _r(multiclass_f1_score(preds, y, num_classes=len(labels), average="macro")),
     }
+
+
+def count_labels(snapshot_dir: Path, split: str) -> Counter[str]:
+    """Rows per label in one split, read a batch of the `label` column at a time (no text is read)."""
+    counts: Counter[str] = Counter()
+    for batch in iter_split(snapshot_dir, [split], ["label"], READ_BATCH_ROWS):
+        counts.update({str(label): int(n) for label, n in batch["label"].value_counts(sort=False).items()})
+    return counts
 
 
 def _confusion_png(path: Path, matrix: np.ndarray, labels: list[str]) -> None:
@@ -185,6 +206,68 @@ def _confusion_png(path: Path, matrix: np.ndarray, labels: list[str]) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What the metrics need of the test split, without its text: small arrays over the known-label rows."""
+
+    probs: np.ndarray
+    """(n, C) float32 class probabilities, columns in the model's label order."""
+    target: np.ndarray
+    """(n,) int64 index of each row's true label."""
+    n_ignored: int
+    """Test rows whose label the model does not know, left out of `probs` and `target`."""
+
+
+def _score_batches(
+    batches: Iterable[pd.DataFrame],
+    predict: Callable[[list[str]], np.ndarray],
+    labels: list[str],
+    predictions_tmp: Path,
+    confusion_tmp: Path,
+) -> Scored:
+    """Score test batches (doc_id, text, label) in turn, appending each one's known-label rows to the files.
+
+    `predict(texts)` gives (n, C) probabilities. The files are the temporary paths of `atomic_path`: rows
+    are appended as they are scored, and the caller's rename publishes them only once all are written.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    probs_parts: list[np.ndarray] = []
+    target_parts: list[np.ndarray] = []
+    n_ignored = 0
+    with ExitStack() as stack:
+        csv = stack.enter_context(open(confusion_tmp, "w", encoding="utf-8", newline=""))
+        writer: pq.ParquetWriter | None = None
+        for batch in batches:
+            probs = np.asarray(predict(batch["text"].tolist()), dtype=np.float32)
+            known = batch["label"].isin(labels).to_numpy()
+            n_ignored += int((~known).sum())
+            if not known.any():
+                continue  # nothing to write; an empty frame would also type its columns as null
+            kept, probs = batch[known].reset_index(drop=True), probs[known]
+            predicted = probs.argmax(axis=1)
+            frame = pd.DataFrame(
+                {"doc_id": kept["doc_id"], "label": kept["label"], "predicted": [labels[i] for i in predicted]}
+            )
+            for i, label in enumerate(labels):
+                frame[f"prob_{label}"] = probs[:, i]
+            if writer is None:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = stack.enter_context(pq.ParquetWriter(predictions_tmp, table.schema))
+            else:
+                # Every batch is written with the first one's schema (a writer takes only that).
+                table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
+            writer.write_table(table)
+            # One row per document: the layout `dvc plots` confusion templates read; the header once.
+            frame[["label", "predicted"]].rename(columns={"label": "actual"}).to_csv(
+                csv, index=False, header=not probs_parts
+            )
+            probs_parts.append(probs)
+            target_parts.append(kept["label"].map(index).to_numpy(dtype=np.int64))
+    if not probs_parts:
+        return Scored(np.zeros((0, len(labels)), dtype=np.float32), np.zeros(0, dtype=np.int64), n_ignored)
+    return Scored(np.concatenate(probs_parts), np.concatenate(target_parts), n_ignored)
+
+
 def evaluate(
     cfg: EvaluateConfig,
     snapshot_dir: Path,
@@ -196,44 +279,42 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the model in `model_dir` on the snapshot's test split and write metrics, predictions and plots.
 
-    Test rows whose label the model does not know are left out (counted in `n_ignored`).
+    Test rows whose label the model does not know are left out (counted in `n_ignored`). The test split is
+    read `READ_BATCH_ROWS` at a time, so memory holds one batch's text and the (n, C) probabilities.
     """
     started = time.perf_counter()
     manifest = load_manifest(snapshot_dir)
-    test = read_split(snapshot_dir, ["test"])
-    train = read_split(snapshot_dir, ["train"])
-    require_rows(test, snapshot_dir, "the test split")
+    batches: Iterator[pd.DataFrame] = iter_split(snapshot_dir, ["test"], ["doc_id", "text", "label"], READ_BATCH_ROWS)
+    # The first batch is read before the model loads: a bad corpus or an empty test split is reported first.
+    first = next(batches, None)
+    train_counts = count_labels(snapshot_dir, "train")  # the majority baseline needs only these
+    if first is None:
+        require_rows(pd.DataFrame(), snapshot_dir, "the test split")  # an empty frame for the empty stream
 
-    probs, labels = predict_proba(model_dir, test["text"].tolist(), cfg.batch_size)
-    known = test["label"].isin(labels).to_numpy()
-    test, probs = test[known].reset_index(drop=True), probs[known]
-    require_rows(test, snapshot_dir, f"the test split with a label in {labels}")
-    index = {label: i for i, label in enumerate(labels)}
-    target = test["label"].map(index).to_numpy()
-    predicted = probs.argmax(axis=1)
+    tokenizer, model, labels, max_length = load_exported(model_dir)
 
-    scores = classification_metrics(probs, target, labels)
-    baseline = majority_baseline(train["label"].tolist(), target, labels)
+    def predict(texts: list[str]) -> np.ndarray:
+        return _predict(tokenizer, model, texts, cfg.batch_size, max_length, "cpu", count_tokens=False)[0]
+
+    # Metrics (the baseline's check included) are computed before the renames: a failure leaves the old files.
+    with atomic_path(predictions_path) as predictions_tmp, atomic_path(confusion_csv) as confusion_tmp:
+        scored = _score_batches(chain([first], batches), predict, labels, predictions_tmp, confusion_tmp)
+        if not len(scored.target):
+            require_rows(pd.DataFrame(), snapshot_dir, f"the test split with a label in {labels}")
+        scores = classification_metrics(scored.probs, scored.target, labels)
+        baseline = majority_baseline(train_counts, scored.target, labels)
     metrics = {
         **scores,
         "baselines": {"majority": baseline},
-        "n_test": len(test),
-        "n_ignored": int((~known).sum()),
+        "n_test": len(scored.target),
+        "n_ignored": scored.n_ignored,
         "snapshot": manifest["snapshot"],
         "content_sha256": manifest["content_sha256"],
     }
-
-    predictions = pd.DataFrame(
-        {"doc_id": test["doc_id"], "label": test["label"], "predicted": [labels[i] for i in predicted]}
-    )
-    for i, label in enumerate(labels):
-        predictions[f"prob_{label}"] = probs[:, i]
-    write_parquet(predictions_path, predictions)
-    # One row per document: the layout `dvc plots` confusion templates read.
-    with atomic_path(confusion_csv) as tmp:
-        predictions[["label", "predicted"]].rename(columns={"label": "actual"}).to_csv(tmp, index=False)
+    predicted = scored.probs.argmax(axis=1)
     matrix = multiclass_confusion_matrix(
-        torch.tensor(predicted, dtype=torch.long), torch.tensor(np.asarray(target), dtype=torch.long), num_classes=len(labels)
+        torch.tensor(predicted, dtype=torch.long), torch.tensor(scored.target, dtype=torch.long),
+        num_classes=len(labels),
     ).numpy()  # (actual, predicted)
     _confusion_png(Path(confusion_png), matrix, labels)
     write_json(metrics_path, metrics)

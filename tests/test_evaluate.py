@@ -66,15 +66,17 @@ def test_evaluate_writes_metrics_predictions_and_confusion(tmp_path: Path, monke
     test = frame[frame["split"] == "test"]
     truth = dict(zip(test["text"], test["label"]))
 
-    def fake_predict(model_dir: Path, texts: list[str], batch_size: int = 128) -> tuple[np.ndarray, list[str]]:
+    def fake_predict(tokenizer, model, texts: list[str], *args, **kwargs) -> tuple[np.ndarray, None]:
         # Right for every document except that "food" is always called "sports".
-        probs = np.full((len(texts), 3), 0.1)
+        probs = np.full((len(texts), 3), 0.1, dtype=np.float32)
         for row, text in enumerate(texts):
             label = truth[text]
             probs[row, 0 if label in ("food", "travel") else model_labels.index(label)] = 0.8
-        return probs, model_labels
+        return probs, None
 
-    monkeypatch.setattr(ev, "predict_proba", fake_predict)
+    # evaluate loads the model once and predicts one read batch at a time: fake both halves.
+    monkeypatch.setattr(ev, "load_exported", lambda model_dir: (None, None, model_labels, 32))
+    monkeypatch.setattr(ev, "_predict", fake_predict)
     out = tmp_path / "eval"
     metrics = ev.evaluate(
         EvaluateConfig(batch_size=8), snapshot, tmp_path / "model", out / "metrics.json",
