@@ -6,8 +6,10 @@
 - "long": the published thresholds for web/pretraining documents: Gopher quality and repetition
   (Rae et al. 2021, Table A1), C4's line rules and FineWeb's quality rules, with the semantics of
   datatrove 0.10.1's GopherQualityFilter, GopherRepetitionFilter, C4QualityFilter (defaults) and
-  FineWebQualityFilter. Words are English tokens as spaCy's English tokenizer splits them (punctuation
-  marks are tokens of their own, "don't" is "do" + "n't", "U.S." and "3.5" stay whole), emulated here.
+  FineWebQualityFilter. What those filters drop as a document is quarantined; C4's JavaScript and policy
+  rules, which there remove a line and keep the document, only warn (doclife does not cut rows). Words
+  are English tokens as spaCy's English tokenizer splits them (punctuation marks are tokens of their own,
+  "don't" is "do" + "n't", "U.S." and "3.5" stay whole), emulated here.
 - "short": reviews, posts, headlines: document-length and English-only rules off; repetition measured
   on characters (letters and digits, spaces and punctuation left out), so it needs no word boundaries
   and catches "好评好评好评..." as well as a pasted-over English sentence.
@@ -97,8 +99,12 @@ class TextQualityConfig:
 def measure_text(text: pd.Series, cfg: TextQualityConfig | None = None) -> pd.DataFrame:
     """The noise measures of every text: one float32 column per name in MEASURES, same index as `text`.
 
-    Null or blank text gives NaN throughout; word measures are NaN on text without words. Ratios are per
-    word (spaCy-style English tokens, punctuation included, as Gopher counts them) unless named per char;
+    Null text gives NaN throughout (nothing to measure: text_missing's finding). Empty or whitespace-only
+    text is measured like any other: no characters, no words, no C4 sentences, no line ending in
+    punctuation, so the long profile's word-count, stop-word, C4-sentence and FineWeb line rules reject it
+    as datatrove's filters drop it (validation reports such a row as text_blank alone). Word measures are
+    NaN on text without words. Ratios are per word (spaCy-style English tokens, punctuation included, as
+    Gopher counts them) unless named per char;
     `url_char_frac`, `email_char_frac`, `symbol_frac` and `digit_frac` are shares of the non-space
     characters; script shares are shares of the letters; char_dup_* are shares of the letters and digits
     (NaN on text without any).
@@ -115,8 +121,7 @@ def measure_text(text: pd.Series, cfg: TextQualityConfig | None = None) -> pd.Da
     parts = [_measure_chunk(values[a:b], cfg) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     data = np.concatenate(parts) if parts else np.zeros((0, len(MEASURES)), np.float32)
     out = pd.DataFrame(data, index=text.index, columns=list(MEASURES))
-    blank = ~text.notna().to_numpy() | (out["chars"].to_numpy() == 0)
-    out.loc[blank, :] = np.nan
+    out.loc[~text.notna().to_numpy(), :] = np.nan
     return out
 
 
@@ -516,18 +521,20 @@ _RULES: dict[str, tuple[str, str, _Spec, _Spec | None]] = {
                                    f"repeated word {n}-grams cover at most {{max_value}} of the characters",
                                    (None, limit, QUARANTINE), None)
        for n, limit in zip(DUP_NGRAMS, (0.15, 0.14, 0.13, 0.12, 0.11, 0.10))},
-    "c4_sentences": ("c4_sentences", "at least {min_value} sentences in lines C4 keeps", (5, None, WARN), None),
-    "c4_lorem_ipsum": ("c4_lorem_ipsum", "no 'lorem ipsum' placeholder text", (None, 0, WARN), None),
-    "c4_curly_bracket": ("c4_curly_bracket", "no curly bracket (code) in a sentence line", (None, 0, WARN), None),
+    # C4 and FineWeb as published: a rule by which the pipeline drops the whole document quarantines it here;
+    # C4's JavaScript and policy rules only remove lines there, and doclife keeps rows whole, so they warn.
+    "c4_sentences": ("c4_sentences", "at least {min_value} sentences in lines C4 keeps", (5, None, QUARANTINE), None),
+    "c4_lorem_ipsum": ("c4_lorem_ipsum", "no 'lorem ipsum' placeholder text", (None, 0, QUARANTINE), None),
+    "c4_curly_bracket": ("c4_curly_bracket", "no curly bracket (code) in a sentence line", (None, 0, QUARANTINE), None),
     "c4_javascript_lines": ("c4_javascript_lines", "at most {max_value} lines mention javascript", (None, 0, WARN), None),
     "c4_policy_lines": ("c4_policy_lines", "at most {max_value} cookie/terms-of-use/privacy lines", (None, 0, WARN), None),
     "fineweb_line_punct": ("line_punct_frac", "at least {min_value} of the lines end in sentence punctuation",
-                           (0.12, None, WARN), None),
+                           (0.12, None, QUARANTINE), None),
     "fineweb_short_lines": ("short_line_frac", "at most {max_value} of the lines have 30 characters or fewer",
-                            (None, 0.67, WARN), None),
+                            (None, 0.67, QUARANTINE), None),
     "fineweb_dup_line_chars": ("line_dup_char_frac", "at most {max_value} of the characters are in repeated lines",
-                               (None, 0.01, WARN), None),
-    "fineweb_newlines": ("newline_per_word", "at most {max_value} line breaks per word", (None, 0.3, WARN), None),
+                               (None, 0.01, QUARANTINE), None),
+    "fineweb_newlines": ("newline_per_word", "at most {max_value} line breaks per word", (None, 0.3, QUARANTINE), None),
     "html_residue": ("html_residue", "at most {max_value} HTML tags or entities", (None, 0, QUARANTINE), (None, 0, QUARANTINE)),
     "url_spam": ("url_char_frac", "URLs make up at most {max_value} of the characters",
                  (None, 0.3, QUARANTINE), (None, 0.3, QUARANTINE)),

@@ -106,7 +106,11 @@ def measure_rows(frame: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | N
     noise) keep only a few numbers per row across chunks.
     """
     def measure_chunk(chunk: pd.DataFrame) -> pd.DataFrame:
-        return pd.concat([fill_nan_float32(measure_core(chunk, labels)), measure_text(chunk["text"], cfg.text_quality)], axis=1)
+        core = fill_nan_float32(measure_core(chunk, labels))
+        noise = measure_text(chunk["text"], cfg.text_quality)
+        # An empty text is text_blank's (or text_invisible_only's) finding alone, not also every noise rule's.
+        noise.loc[(core["text_blank"] == 1).to_numpy() | (core["text_invisible_only"] == 1).to_numpy(), :] = np.nan
+        return pd.concat([core, noise], axis=1)
 
     parts = [measure_chunk(frame.iloc[start : start + cfg.chunk_rows]) for start in range(0, len(frame), cfg.chunk_rows)]
     per_row = pd.concat(parts) if parts else measure_chunk(frame)

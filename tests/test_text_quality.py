@@ -131,13 +131,19 @@ def test_profiles_differ_and_carry_the_published_thresholds():
         assert rule.column in MEASURES
 
 
-def test_null_and_blank_text_give_nan():
+def test_null_text_gives_nan_and_blank_text_is_measured():
     text = pd.Series([None, "", "   \n\t", np.nan, "fine text."], index=[10, 11, 12, 13, 14])
     measures = measure_text(text)
     assert list(measures.index) == [10, 11, 12, 13, 14]
     assert list(measures.columns) == list(MEASURES)
     assert (measures.dtypes == np.float32).all()
-    assert measures.loc[[10, 11, 12, 13]].isna().all().all()
+    assert measures.loc[[10, 13]].isna().all().all()
+    # Blank text has no characters, words or sentences (so the long profile drops it), and no ratios.
+    blank = measures.loc[[11, 12]]
+    counts = ["chars", "words", "stop_words", "c4_kept_lines", "c4_sentences", "html_residue", "max_char_run"]
+    assert (blank[counts] == 0).all().all()
+    assert (blank["line_punct_frac"] == 0).all() and (blank["short_line_frac"] == 1).all()
+    assert blank[["mean_word_length", "symbol_frac", "url_char_frac", "char_dup_10gram_frac"]].isna().all().all()
     assert measures.loc[14].notna().sum() > 30
 
 
@@ -184,7 +190,7 @@ def test_config_is_checked():
 
 
 def test_chunks_do_not_change_results():
-    text = pd.Series([GOOD_DOC, "好好好好好好好好好好好", None, "a\n\nb\n\na", "x" * 40] * 3)
+    text = pd.Series([GOOD_DOC, "", "好好好好好好好好好好好", None, "a\n\nb\n\na", " \t ", "x" * 40] * 3)
     whole = measure_text(text)
     chunked = measure_text(text, TextQualityConfig(chunk_chars=50))
     pd.testing.assert_frame_equal(whole, chunked)
@@ -197,12 +203,13 @@ def test_agrees_with_datatrove_on_crafted_documents():
 
     docs = [GOOD_DOC, "The cat sat with the dog.", GOOD_DOC + " red wine" * 40, "\n".join([LINES[0]] * 3 + LINES[1:]),
             GOOD_DOC + "\nThe function returns { value } to the caller.", "The ferry left at noon. It came back at six.",
-            " ".join(["to be or not so"] * 15), GOOD_DOC + " " + SENTENCE + " " + SENTENCE]
+            " ".join(["to be or not so"] * 15), GOOD_DOC + " " + SENTENCE + " " + SENTENCE,
+            *[case[2] for case in CASES if case[0].startswith("fineweb_")], " \t\n  "]
     cfg = TextQualityConfig(profile="long")
     measures = measure_text(pd.Series(docs), cfg)
     rules = text_rules(cfg)
     families = {"gopher_q_": datatrove.GopherQualityFilter(), "gopher_rep_": datatrove.GopherRepetitionFilter(),
-                "c4_": datatrove.C4QualityFilter()}
+                "c4_": datatrove.C4QualityFilter(), "fineweb_": datatrove.FineWebQualityFilter()}
     for prefix, flt in families.items():
         chosen = [r for r in rules if r.name.startswith(prefix) and r.name not in ("c4_javascript_lines", "c4_policy_lines")]
         ours = ~pd.concat([r.violations(measures) for r in chosen], axis=1).any(axis=1)
