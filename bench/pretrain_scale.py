@@ -162,7 +162,8 @@ def main() -> None:
         rounds: list[dict] = []
         for r in range(args.rounds):
             rates = {}
-            for mode in ("shards", "memory"):
+            # The order alternates too, so neither path always runs first in a round.
+            for mode in ("shards", "memory") if r % 2 == 0 else ("memory", "shards"):
                 out = root / f"rate{r}-{mode}"
                 rates[mode] = _child(["pretrain", str(root / f"snap{smallest}"), str(root / f"tok{smallest}"), str(out),
                                       str(args.steps), mode, str(7 + r)])
