@@ -105,6 +105,7 @@ def child_tokenize(snapshot: Path, tokenizer: Path) -> dict:
 def child_pretrain(snapshot: Path, tokenizer: Path, out: Path, steps: int, in_memory: bool, seed: int) -> dict:
     from lightning_modules import data
     from lightning_modules.config import PretrainConfig
+    from lightning_modules.token_shards import PackedRows
     from lightning_modules.train import pretrain
 
     if in_memory:  # the same batches, every packed row read into one tensor first (the path before shards)
@@ -112,7 +113,7 @@ def child_pretrain(snapshot: Path, tokenizer: Path, out: Path, steps: int, in_me
 
         def setup_in_memory(self: data.MaskedLMDataModule, stage: str | None = None) -> None:
             open_rows(self, stage)
-            if not hasattr(self.train_rows, "shape"):
+            if isinstance(self.train_rows, PackedRows):
                 self.train_rows = self.train_rows.in_memory()
 
         data.MaskedLMDataModule.setup = setup_in_memory

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_checks.io import DoclifeError
-from lightning_modules.snapshot import iter_split, require_rows
+from lightning_modules.snapshot import iter_split, no_rows
 from lightning_modules.token_shards import SHARDS_DIR, PackedRows, TokenShards
 
 IGNORE_INDEX = -100  # positions the loss skips (cross_entropy's default ignore_index)
@@ -55,6 +54,12 @@ def masking_draws(shape: tuple[int, ...], n_ordinary: int, generator: torch.Gene
     return chosen, action, replacement
 
 
+def ordinary_ids(special_ids: list[int], vocab_size: int) -> torch.Tensor:
+    """Every id of the vocabulary but the special ones, in order: what a random replacement draws from."""
+    every_id = torch.arange(vocab_size)
+    return every_id[~torch.isin(every_id, torch.tensor(sorted(set(special_ids)), dtype=torch.long))]
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     special_ids: list[int],
@@ -72,8 +77,7 @@ def mask_tokens(
     loss is always defined. `draws` (of `masking_draws`) replaces drawing from `generator`.
     """
     specials = torch.tensor(sorted(set(special_ids)), dtype=torch.long)
-    every_id = torch.arange(vocab_size)
-    ordinary = every_id[~torch.isin(every_id, specials)]  # random replacements are never special tokens
+    ordinary = ordinary_ids(special_ids, vocab_size)  # random replacements are never special tokens
     chosen_draw, action, replacement = draws if draws is not None else masking_draws(input_ids.shape, len(ordinary), generator)
     candidate = ~torch.isin(input_ids, specials)
     chosen = (chosen_draw < probability) & candidate
@@ -159,14 +163,13 @@ class PackedMLMBatches(Dataset):
         masking: dict[str, Any],
     ) -> None:
         self.rows = rows  # (n_rows, row_length)
-        self.row_length = rows.row_length if isinstance(rows, PackedRows) else int(rows.shape[1])
+        self.row_length = int(rows.shape[1])
         self.batch_size = batch_size
         self.global_batch = batch_size * world_size
         self.rank = rank
         self.seed = seed
         self.masking = masking
-        specials = set(masking["special_ids"])
-        self.n_ordinary = masking["vocab_size"] - sum(1 for i in specials if 0 <= i < masking["vocab_size"])
+        self.n_ordinary = len(ordinary_ids(masking["special_ids"], masking["vocab_size"]))
         self.batches_per_epoch = len(rows) // self.global_batch
         if self.batches_per_epoch == 0:
             raise DoclifeError(
@@ -409,7 +412,7 @@ class ClassificationDataModule(L.LightningDataModule):
                     target.append((ids, [self.label_to_id[x] for x in part["label"]]))
         for split in parts:
             if not parts[split]:
-                require_rows(pd.DataFrame(), self.snapshot_dir, f"the {split} split with a label in {self.labels}")
+                raise no_rows(self.snapshot_dir, f"the {split} split with a label in {self.labels}")
         self.train_items = TokenizedDocs.concatenate(parts["train"])
         validation = TokenizedDocs.concatenate(parts["validation"])
         # Longest first: validation batches then hold documents of about the same length (the order of the

@@ -29,7 +29,7 @@ from torchmetrics.functional.classification import (
 from data_checks.io import DoclifeError, atomic_path, write_json
 from lightning_modules.config import EvaluateConfig
 from lightning_modules.model import loading_model_files
-from lightning_modules.snapshot import iter_split, load_manifest, require_rows
+from lightning_modules.snapshot import iter_split, load_manifest, no_rows
 
 READ_BATCH_ROWS = 65536
 """Snapshot rows read (and scored) at a time: evaluation holds one batch's text, never the whole split's."""
@@ -289,7 +289,7 @@ def evaluate(
     first = next(batches, None)
     train_counts = count_labels(snapshot_dir, "train")  # the majority baseline needs only these
     if first is None:
-        require_rows(pd.DataFrame(), snapshot_dir, "the test split")  # an empty frame for the empty stream
+        raise no_rows(snapshot_dir, "the test split")
 
     tokenizer, model, labels, max_length = load_exported(model_dir)
 
@@ -300,7 +300,7 @@ def evaluate(
     with atomic_path(predictions_path) as predictions_tmp, atomic_path(confusion_csv) as confusion_tmp:
         scored = _score_batches(chain([first], batches), predict, labels, predictions_tmp, confusion_tmp)
         if not len(scored.target):
-            require_rows(pd.DataFrame(), snapshot_dir, f"the test split with a label in {labels}")
+            raise no_rows(snapshot_dir, f"the test split with a label in {labels}")
         scores = classification_metrics(scored.probs, scored.target, labels)
         baseline = majority_baseline(train_counts, scored.target, labels)
     metrics = {

@@ -67,7 +67,12 @@ def iter_split(snapshot_dir: Path, splits: Iterable[str], columns: Iterable[str]
             yield frame
 
 
+def no_rows(snapshot_dir: Path, what: str) -> DoclifeError:
+    """The one-line error for a split the stage needs that has no rows (for a stage reading batches)."""
+    return DoclifeError(f"{Path(snapshot_dir) / CORPUS_FILE}: no rows for {what}")
+
+
 def require_rows(frame: pd.DataFrame, snapshot_dir: Path, what: str) -> None:
     """Stop with a one-line error when a split the stage needs is empty."""
     if frame.empty:
-        raise DoclifeError(f"{Path(snapshot_dir) / CORPUS_FILE}: no rows for {what}")
+        raise no_rows(snapshot_dir, what)

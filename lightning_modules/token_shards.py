@@ -196,6 +196,11 @@ class PackedRows:
     def __len__(self) -> int:
         return int(self.first_row[-1])
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_rows, row_length), as the in-memory tensor of the same rows has it."""
+        return len(self), self.row_length
+
     def __getitem__(self, rows: np.ndarray | torch.Tensor | slice) -> torch.Tensor:
         if isinstance(rows, slice):
             rows = np.arange(len(self))[rows]
