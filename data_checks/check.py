@@ -1,7 +1,8 @@
-"""`doclife check`: the whole cleaning and validation on any corpus file, outside the pipeline.
+"""`doclife check`: the whole cleaning and validation on any corpus (a file, a directory, a glob), outside the pipeline.
 
 Writes `DIR/report.parquet` (one row per finding: source_row, rule, severity, action, detail),
-`DIR/summary.json` and the Great Expectations Data Docs in `DIR/data_docs/`. The source is only read.
+`DIR/summary.json` (with the source's files and the source_row each starts at) and the Great Expectations
+Data Docs in `DIR/data_docs/`. The source is only read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 
 from data_checks.clean import CleanConfig
 from data_checks.config import IngestConfig, ValidateConfig
-from data_checks.ingest import read_source
+from data_checks.ingest import read_files
 from data_checks.drift_profile import read_profile
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
 from data_checks.snapshot import PROFILE_FILE
@@ -53,7 +54,7 @@ def check(source: Path, ingest_cfg: IngestConfig, validate_cfg: ValidateConfig, 
     `reference` is a snapshot directory or a drift profile file to measure drift against.
     """
     source, out_dir = Path(source), Path(out_dir)
-    frame = read_source(ingest_cfg, source)
+    frame, files = read_files(ingest_cfg, source)
     labelled = bool(ingest_cfg.label_column)
     if labelled:
         labels = labels or sorted(frame["label"].dropna().astype(str).str.strip().loc[lambda s: s != ""].unique())
@@ -68,6 +69,7 @@ def check(source: Path, ingest_cfg: IngestConfig, validate_cfg: ValidateConfig, 
     write_parquet(out_dir / "report.parquet", table)
     summary = {"source": str(source), **report.summary(), "findings": len(table),
                "findings_by_rule": {str(k): int(v) for k, v in table["rule"].value_counts().items()},
-               "report": str(out_dir / "report.parquet"), "data_docs": str(out_dir / "data_docs" / "index.html")}
+               "report": str(out_dir / "report.parquet"), "data_docs": str(out_dir / "data_docs" / "index.html"),
+               "files": files}
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -1,7 +1,9 @@
-"""Read a raw corpus (CSV, TSV, JSONL or Parquet) into the canonical table every later stage uses.
+"""Read a raw corpus (CSV, TSV, JSONL or Parquet files, optionally compressed) into the canonical table.
 
 Canonical columns: doc_id (unique string), text (string or null), label (string or null),
-split (train | validation | test) and source_row (0-based row index in the input file).
+split (train | validation | test), source (the file a row came from, or the `ingest.source_column`) and
+source_row (0-based row index in the whole source: its files are counted one after another, in their order,
+so a single file's rows are its own row numbers and every row of a directory has a number of its own).
 Ingest never drops or repairs a row: judging rows is the validation stage's job.
 """
 
@@ -18,10 +20,10 @@ import pandas as pd
 
 from data_checks.config import SPLITS, IngestConfig
 from data_checks.io import DoclifeError, write_parquet
+from data_checks.sources import SourceFile, source_files
 
 CANONICAL_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
 
-_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -32,19 +34,6 @@ _SPLIT_ALIASES = {
     "test": "test",
     "testing": "test",
 }
-
-
-def resolve_format(cfg: IngestConfig, source: Path) -> str:
-    """The configured format, or the one the file extension names when the format is "auto"."""
-    if cfg.format != "auto":
-        return cfg.format
-    fmt = _EXTENSIONS.get(source.suffix.lower())
-    if fmt is None:
-        raise DoclifeError(
-            f"{source}: unsupported format {source.suffix or '(no extension)'!r} "
-            f"(expected one of {', '.join(sorted(_EXTENSIONS))}, or set ingest.format)"
-        )
-    return fmt
 
 
 def _decode(source: Path, raw: bytes) -> str:
@@ -188,56 +177,89 @@ def _column_ids(source: Path, column: str, values: pd.Series) -> pd.Series:
     return values
 
 
-def read_source(cfg: IngestConfig, source: Path) -> pd.DataFrame:
-    """Read `source` into the canonical table (doc_id, text, label, split, source, source_row); one row per input row."""
-    source = Path(source)
-    if not source.exists():
-        raise DoclifeError(f"{source}: file not found")
-    if not source.is_file():
-        raise DoclifeError(f"{source}: not a regular file")
-    fmt = resolve_format(cfg, source)
+def _read_file(cfg: IngestConfig, file: SourceFile) -> pd.DataFrame:
+    """One file's rows as read, with string column names; an empty or unreadable file is a one-line error."""
+    source = file.path
     if source.stat().st_size == 0:
         raise DoclifeError(f"{source}: empty file")
-
-    if fmt == "parquet":
+    if file.format == "parquet":
         raw = _read_parquet(source)
     else:
-        text = _decode(source, source.read_bytes())
+        text = _decode(source, file.read_bytes())
         if not text.strip():
             raise DoclifeError(f"{source}: empty file")
-        raw = _read_jsonl(source, text) if fmt == "jsonl" else _read_delimited(source, text, "," if fmt == "csv" else "\t", fmt, cfg.header)
+        raw = _read_jsonl(source, text) if file.format == "jsonl" else _read_delimited(
+            source, text, "," if file.format == "csv" else "\t", file.format, cfg.header)
     raw.columns = [str(c) for c in raw.columns]
     if raw.empty:
         raise DoclifeError(f"{source}: no rows (columns: {', '.join(raw.columns)})")
+    return raw
 
+
+def _file_columns(cfg: IngestConfig, file: SourceFile, raw: pd.DataFrame) -> pd.DataFrame:
+    """The configured columns of one file, as strings: text, label, and id, split and origin where configured."""
     def column(name: str, role: str) -> pd.Series:
         if name not in raw.columns:
-            raise DoclifeError(f"{source}: no {role} column {name!r} (columns: {', '.join(raw.columns)})")
+            raise DoclifeError(f"{file.path}: no {role} column {name!r} (columns: {', '.join(raw.columns)})")
         return _as_strings(raw[name]).reset_index(drop=True)
 
-    texts = column(cfg.text_column, "text")
-    labels = column(cfg.label_column, "label") if cfg.label_column else pd.Series([None] * len(raw), dtype=object)
-    source_row = pd.Series(np.arange(len(raw), dtype=np.int64))
-
-    doc_id = _column_ids(source, cfg.id_column, column(cfg.id_column, "id")) if cfg.id_column else _doc_ids(texts, source_row)
+    n = len(raw)
+    table = {"text": column(cfg.text_column, "text"),
+             "label": column(cfg.label_column, "label") if cfg.label_column else pd.Series([None] * n, dtype=object),
+             # Where each document came from: the gate slices its test metrics by it.
+             "source": column(cfg.source_column, "source") if cfg.source_column else pd.Series([file.name] * n, dtype=object),
+             "file": pd.Series([file.name] * n, dtype=object), "file_row": pd.Series(np.arange(n, dtype=np.int64))}
+    if cfg.id_column:
+        table["id"] = _column_ids(file.path, cfg.id_column, column(cfg.id_column, "id"))
     if cfg.split_column:
-        split = _column_splits(source, cfg.split_column, column(cfg.split_column, "split"))
-    else:
-        split = hash_splits(texts, source_row, cfg.validation_fraction, cfg.test_fraction)
+        table["split"] = _column_splits(file.path, cfg.split_column, column(cfg.split_column, "split"))
+    return pd.DataFrame(table)
 
-    # Where each document came from: the gate slices its test metrics by it.
-    origin = column(cfg.source_column, "source") if cfg.source_column else pd.Series([source.name] * len(raw))
+
+def _unique_across_files(source: Path, column: str, table: pd.DataFrame) -> pd.Series:
+    """The id column of many files, each already unique in itself: an id in two files is a one-line error."""
+    dup = table["id"].duplicated(keep=False)
+    if dup.any():
+        first = table.loc[dup, "id"].iloc[0]
+        where = table[table["id"] == first].head(2)
+        places = " and ".join(f"{f} row {r}" for f, r in zip(where["file"], where["file_row"]))
+        raise DoclifeError(f"{source}: id column {column!r} has duplicate value {first!r} ({places})")
+    return table["id"]
+
+
+def read_files(cfg: IngestConfig, source: Path | str) -> tuple[pd.DataFrame, list[dict]]:
+    """Read `source` (a file, a directory or a glob) into the canonical table, one row per input row, and
+    describe its files: name, format, compression, rows and the source_row of each file's first row."""
+    files = source_files(source, cfg.format)
+    parts = [_file_columns(cfg, file, _read_file(cfg, file)) for file in files]
+    table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    texts = table["text"]
+    source_row = pd.Series(np.arange(len(table), dtype=np.int64))
+    if cfg.id_column:
+        doc_id = _unique_across_files(Path(source), cfg.id_column, table) if len(parts) > 1 else table["id"]
+    else:
+        doc_id = _doc_ids(texts, source_row)
+    split = table["split"] if cfg.split_column else hash_splits(texts, source_row, cfg.validation_fraction,
+                                                                 cfg.test_fraction)
     frame = pd.DataFrame(
         {
             "doc_id": doc_id.astype(object),
             "text": texts.astype(object),
-            "label": labels.astype(object),
+            "label": table["label"].astype(object),
             "split": split.astype(object),
-            "source": origin.fillna("").astype(object),
+            "source": table["source"].fillna("").astype(object),
             "source_row": source_row,
         }
     )
-    return frame
+    firsts = np.cumsum([0] + [len(part) for part in parts])
+    described = [{"file": file.name, "format": file.format, "compression": file.compression, "rows": len(part),
+                  "first_source_row": int(first)} for file, part, first in zip(files, parts, firsts)]
+    return frame, described
+
+
+def read_source(cfg: IngestConfig, source: Path | str) -> pd.DataFrame:
+    """Read `source` (a file, a directory or a glob) into the canonical table; one row per input row."""
+    return read_files(cfg, source)[0]
 
 
 def split_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -246,15 +268,20 @@ def split_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {name: int(counts.get(name, 0)) for name in SPLITS}
 
 
-def ingest(cfg: IngestConfig, source: Path, out_path: Path) -> dict:
-    """Read `source` and write the canonical table to `out_path` (Parquet, atomically); the source is only read."""
-    source = Path(source)
-    frame = read_source(cfg, source)
+def ingest(cfg: IngestConfig, source: Path | str, out_path: Path) -> dict:
+    """Read `source` and write the canonical table to `out_path` (Parquet, atomically); the source is only read.
+
+    The summary lists the source's files with the source_row each one starts at: a row's lineage is
+    (file, source_row - that file's first_source_row).
+    """
+    frame, files = read_files(cfg, source)
     write_parquet(out_path, frame)
+    formats = sorted({f["format"] for f in files})
     return {
         "source": str(source),
-        "format": resolve_format(cfg, source),
+        "format": formats[0] if len(formats) == 1 else "mixed",
         "rows": int(len(frame)),
         "splits": split_counts(frame),
+        "files": files,
         "output": str(out_path),
     }

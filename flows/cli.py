@@ -133,10 +133,11 @@ def _run(args: argparse.Namespace, at: Layout) -> int:
     before = at.params.read_text(encoding="utf-8") if args.source else None
     try:
         if args.source:
-            source = Path(args.source).resolve()
-            if not source.is_file():
-                raise DoclifeError(f"{args.source}: no such file")
+            from data_checks.sources import require_trackable, source_files
             from flows.config import set_param
+
+            source = Path(args.source).resolve()
+            source_files(require_trackable(args.source))  # a missing or empty source fails before params.yaml changes
 
             # The source becomes part of params.yaml, so `dvc repro` reproduces this very run.
             set_param(at.params, "ingest.source", relative_if_inside(source, at.root))
@@ -313,9 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--rollback", action="store_true", help="give the champion alias back to the previous champion")
     cmd.add_argument("--reason", help="why (recorded in the history; required with --force)")
     run = sub.add_parser("run", help="run the whole lifecycle as a Prefect flow")
-    run.add_argument("--source", help="the corpus file to ingest (recorded as ingest.source in params.yaml)")
+    run.add_argument("--source", help="the corpus to ingest, a file or a directory of files (recorded as "
+                     "ingest.source in params.yaml)")
     chk = sub.add_parser("check", help="validate any corpus file outside the pipeline; findings in OUT/report.parquet")
-    chk.add_argument("source", help="a CSV, TSV, JSONL or Parquet file (only read)")
+    chk.add_argument("source", help="a CSV, TSV, JSONL or Parquet file (.gz or .zst compressed, too), a directory of "
+                     "them or a quoted glob such as 'shards/*.jsonl.gz' (only read)")
     chk.add_argument("--text-column", required=True)
     chk.add_argument("--label-column", help="omit for an unlabelled corpus (the label rules then do not apply)")
     chk.add_argument("--no-header", action="store_true", help="CSV/TSV whose first line is data; columns are 0, 1, ...")
@@ -325,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
     init = sub.add_parser("init", help="make a workspace for a corpus: git + DVC repository, params.yaml, dvc.yaml")
     init.add_argument("directory", help="the new workspace (a new or empty directory)")
-    init.add_argument("--source", required=True, help="the corpus: a CSV, TSV, JSONL or Parquet file (only read)")
+    init.add_argument("--source", required=True, help="the corpus: a CSV, TSV, JSONL or Parquet file (.gz or .zst "
+                      "compressed, too) or a directory of them (only read)")
     init.add_argument("--text-column", required=True)
     init.add_argument("--label-column", help="the labels are read from it into validate.labels")
     init.add_argument("--remote", help="a directory the team reaches for the DVC remote and the registry "

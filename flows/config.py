@@ -12,6 +12,7 @@ from typing import Any
 from data_checks.clean import CleanConfig
 from data_checks.config import IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
 from data_checks.io import DoclifeError, atomic_path, first_line
+from data_checks.sources import require_trackable
 from flows.policy import PromoteConfig  # the promote section lives with the gate
 from lightning_modules.config import EvaluateConfig, FinetuneConfig, PretrainConfig, TokenizeConfig
 
@@ -80,6 +81,10 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     unknown = set(raw) - set(sections)
     if unknown:
         raise DoclifeError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    try:
+        require_trackable(sections["ingest"].source)
+    except DoclifeError as exc:
+        raise DoclifeError(f"{path}: ingest.source {exc}") from None
     return Params(**sections)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import signal
 from pathlib import Path
 from uuid import UUID
@@ -36,6 +37,7 @@ from prefect.schedules import Cron, Interval
 from prefect.settings import PREFECT_API_URL
 
 from data_checks.io import DoclifeError, read_json, write_json
+from data_checks.sources import fingerprint as source_fingerprint
 from flows.config import load_params
 from flows.dvc import changed_paths, dvc_status
 from flows.layout import Layout
@@ -52,16 +54,12 @@ CRASH_AUTOMATION = "doclife: mark runs whose heartbeats stopped as Crashed"
 
 # ------------------------------------------------------------------------------------------ the watcher
 def source_changed(at: Layout, status: dict[str, list]) -> bool:
-    """Whether the source file differs from the one recorded in dvc.lock, or was never ingested."""
+    """Whether the source (a file, or any file in its directory) differs from dvc.lock, or was never ingested."""
     if not at.ingested.exists():
         return True
-    return load_params(at.params).ingest.source in changed_paths(status, "ingest", "changed deps")
-
-
-def source_fingerprint(path: Path) -> str:
-    """Size and modification time: enough to tell one change of the file from the next, without reading it."""
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    # DVC names a directory without its trailing slash: compare normalised paths.
+    changed = {os.path.normpath(path) for path in changed_paths(status, "ingest", "changed deps")}
+    return os.path.normpath(load_params(at.params).ingest.source) in changed
 
 
 def deployment_runs(client: SyncPrefectClient, deployment_ids: list[UUID], states: list[StateType],
@@ -93,6 +91,8 @@ def watch_source(workspace: str = ".") -> str:
         log.info("source corpus unchanged")
         return "unchanged"
     record_path = at.root / ".dvc/tmp/doclife-watch.json"
+    # Each file's size and modification time: enough to tell one change (a file rewritten, a new file landed in
+    # the directory) from the next without reading anything.
     fingerprint = source_fingerprint(source) if source.exists() else "not made yet"
     record = read_json(record_path) if record_path.is_file() else {}
     with get_client(sync_client=True) as client:

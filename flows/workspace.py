@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_checks.io import DoclifeError, atomic_dir, atomic_path, first_line, relative_if_inside
+from data_checks.sources import require_trackable
 from flows.dvc import dvc_checked
 from flows.init_from import BASE_STAMP, base_stamp
 
@@ -163,7 +164,7 @@ def init_workspace(directory: Path, source: Path, text_column: str, label_column
         holds = (directory / "dvc.yaml").is_file() or (directory / "params.yaml").is_file() or (directory / ".dvc").is_dir()
         what = "already holds a workspace" if holds else "exists and is not empty"
         raise DoclifeError(f"{directory}: {what}; choose a new directory")
-    source = Path(source).absolute()
+    source = Path(require_trackable(source)).absolute()
     labels, rare = read_labels(source, text_column, label_column)
     storage = Path(remote).absolute() if remote else directory / ".dvc-storage"
     # Paths inside the workspace are written relative to it, so the workspace can move.

@@ -63,3 +63,29 @@ def test_check_exits_non_zero_when_a_fail_rule_fails(tmp_path, monkeypatch, caps
     # No "books" row: the label set and the class balance both fail.
     assert failed["rule"].tolist() == ["label_balance", "label_set"] and failed["source_row"].isna().all()
     assert "label_set" in " ".join(json.loads(capsys.readouterr().out)["failures"])
+
+
+def test_check_reads_a_directory_of_compressed_shards_and_stops_on_a_corrupt_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    whole = tmp_path / "reviews.csv"
+    write_corpus(whole, [{"review": None, "cat": "food"}, {"review": "<div>great&nbsp;food</div>", "cat": "food"}])
+    frame = pd.read_csv(whole)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    frame.iloc[:150].to_csv(shards / "part-0.csv.gz", index=False)
+    frame.iloc[150:].to_json(shards / "part-1.jsonl.gz", orient="records", lines=True)
+    args = ["--text-column", "review", "--label-column", "cat", "--labels", "food,travel"]
+    assert main(["check", str(shards), *args, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr()
+    report = pd.read_parquet(tmp_path / "out/report.parquet")
+    # The same findings on the same rows as the one file: a directory's rows are numbered through its files.
+    assert set(zip(report["source_row"], report["rule"])) == {(300, "text_missing"), (301, "html_residue")}
+    files = read_json(tmp_path / "out/summary.json")["files"]
+    assert [(f["file"], f["rows"], f["first_source_row"]) for f in files] == [("part-0.csv.gz", 150, 0),
+                                                                             ("part-1.jsonl.gz", 152, 150)]
+    capsys.readouterr()
+
+    (shards / "part-2.csv.gz").write_bytes((shards / "part-0.csv.gz").read_bytes()[:200])
+    assert main(["check", str(shards), *args, "--out", str(tmp_path / "out2")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{shards / 'part-2.csv.gz'}: cannot decompress as gzip" in error, error
+    assert not (tmp_path / "out2").exists()

@@ -18,7 +18,9 @@ from conftest import TINY, git
 from data_checks.config import SampleConfig
 from data_checks.sample_corpus import write_sample_corpus
 from flows.config import load_params, set_param
-from flows.dvc import dvc_env
+from flows.deployments import source_changed, source_fingerprint
+from flows.dvc import dvc_env, dvc_status
+from flows.layout import Layout
 from flows.registry import Registry
 
 
@@ -186,6 +188,48 @@ def test_two_clones_promoting_at_once_end_with_one_champion_and_both_decisions(t
     assert history[1]["champion_before"] == history[0]["champion_after"]
     assert registry.state()["aliases"]["champion"] == history[1]["champion_after"]
     assert json.loads(doclife(b, "status", "--json").stdout)["champion"]["version"] == history[1]["champion_after"]
+
+
+@pytest.mark.slow
+def test_a_workspace_on_a_directory_of_compressed_shards_runs_and_a_corrupt_shard_stops_ingest(tmp_path):
+    frame = pd.read_csv(corpus(tmp_path / "corpus.csv"), dtype=str, keep_default_na=False, na_values=[""])
+    shards = tmp_path / "shards"
+    (shards / "week-1").mkdir(parents=True)
+    third = len(frame) // 3
+    frame.iloc[:third].to_csv(shards / "week-1" / "part-0.csv.gz", index=False)
+    frame.iloc[third:2 * third].to_json(shards / "week-1" / "part-1.jsonl.gz", orient="records", lines=True)
+    frame.iloc[2 * third:].to_csv(shards / "part-2.tsv", sep="\t", index=False)
+    doclife(tmp_path, "init", "w", "--source", str(shards), "--text-column", "text", "--label-column", "label")
+    ws = tiny(tmp_path / "w")
+    assert Path(load_params(ws / "params.yaml").ingest.source) == shards
+    dvc(ws, "repro")
+    ingested = pd.read_parquet(ws / "data/ingested.parquet")
+    names = ["part-2.tsv", "week-1/part-0.csv.gz", "week-1/part-1.jsonl.gz"]  # each file in path order
+    assert ingested["source"].drop_duplicates().tolist() == names and len(ingested) == len(frame)
+    in_path_order = pd.concat([frame.iloc[2 * third:], frame.iloc[:2 * third]])["text"]
+    assert ingested["text"].fillna("<null>").tolist() == in_path_order.fillna("<null>").tolist()
+    cleaned = json.loads((ws / "reports/clean/summary.json").read_text())
+    validated = json.loads((ws / "reports/validate/summary.json").read_text())
+    assert validated["validated"] + validated["quarantined"] + cleaned["duplicates_dropped"] == len(frame)
+    assert set(pd.read_parquet(ws / "data/snapshot/corpus.parquet")["source"]) == set(names)
+    assert json.loads(doclife(ws, "status", "--json").stdout)["champion"]["version"] == "v0001"
+
+    # The watcher sees a week's new shard land in the directory (as a change of DVC's dependency and of its
+    # own fingerprint), and nothing before it.
+    at, seen = Layout(ws), source_fingerprint(shards)
+    assert not source_changed(at, dvc_status(ws, ["ingest"]))
+    (shards / "week-2").mkdir()
+    frame.iloc[:20].assign(text=lambda f: f["text"] + " (week 2)").to_csv(shards / "week-2" / "part-3.csv.gz", index=False)
+    assert source_changed(at, dvc_status(ws, ["ingest"])) and source_fingerprint(shards) != seen
+    (shards / "week-2" / "part-3.csv.gz").unlink()
+
+    # A shard cut short in transfer lands beside the others: ingest stops on it, the snapshot stays as it was.
+    before = (ws / "data/snapshot/corpus.parquet").read_bytes()
+    whole = (shards / "week-1" / "part-1.jsonl.gz").read_bytes()
+    (shards / "week-2" / "part-3.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    error = one_line_error(doclife(ws, "ingest", check=False), "part-3.jsonl.gz", "cannot decompress as gzip")
+    assert str(shards / "week-2" / "part-3.jsonl.gz") in error
+    assert (ws / "data/snapshot/corpus.parquet").read_bytes() == before
 
 
 @pytest.mark.slow
