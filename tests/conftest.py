@@ -81,3 +81,20 @@ def tiny_workspace(tmp_path: Path) -> Callable[..., Path]:
 def workspace_maker() -> Callable[[Path], Path]:
     """`make_workspace` for module-scoped fixtures, which cannot use the function-scoped `tmp_path`."""
     return make_workspace
+
+
+def save_checkpoint(path: Path, texts: list[str], vocab_rows: int | None = None) -> Path:
+    """A small BERT masked-LM with a WordPiece tokenizer trained on `texts`, as a team would hand it over."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from lightning_modules.config import TokenizeConfig
+    from lightning_modules.tokenizer import build_tokenizer, to_hf
+
+    tok = build_tokenizer(TokenizeConfig(vocab_size=200), texts)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_rows or tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(str(path))
+    to_hf(tok).save_pretrained(str(path))
+    return path

@@ -18,6 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import save_checkpoint
+from flows.registry import model_digest
+from lightning_modules.checkpoint import BaseCheckpoint
 from lightning_modules.config import TokenizeConfig
 from lightning_modules.synthetic import make_snapshot
 from lightning_modules.tokenizer import train_tokenizer
@@ -25,14 +28,16 @@ from lightning_modules.tokenizer import train_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _write_run_script(tmp_path: Path) -> Path:
-    """A script that pretrains on the snapshot in tmp_path: `run.py DEVICES STRATEGY ACCELERATOR`.
+def _write_run_script(tmp_path: Path, init_from: Path | None = None) -> Path:
+    """A script that pretrains on the snapshot in tmp_path: `run.py DEVICES STRATEGY ACCELERATOR`; with
+    `init_from`, it continues from that checkpoint with its tokenizer (pretrain.init_from).
 
     Lightning's ddp launcher starts rank 1 by running sys.argv again, so the call must live in a script.
     """
     # Small enough that 8 steps of 16 rows go past one epoch (the disjoint-rows check spans two).
     snapshot = make_snapshot(tmp_path / "snapshot", n_docs=120, seed=4)
-    train_tokenizer(TokenizeConfig(vocab_size=400), snapshot, tmp_path / "tokenizer")
+    base = None if init_from is None else BaseCheckpoint(init_from, str(init_from), model_digest(init_from))
+    train_tokenizer(TokenizeConfig(vocab_size=400), snapshot, tmp_path / "tokenizer", base=base)
     script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(
@@ -41,10 +46,13 @@ def _write_run_script(tmp_path: Path) -> Path:
             import sys
             from pathlib import Path
             from lightning_modules import data
+            from lightning_modules.checkpoint import BaseCheckpoint
             from lightning_modules.config import PretrainConfig
             from lightning_modules.train import pretrain
 
             root, devices, strategy, accelerator = Path({str(tmp_path)!r}), int(sys.argv[1]), sys.argv[2], sys.argv[3]
+            base = {None if base is None else (str(base.path), base.origin, base.sha256)!r}
+            base = None if base is None else BaseCheckpoint(Path(base[0]), base[1], base[2])
             out = root / f"run{{devices}}-{{strategy}}"
 
             # Record the packed rows each rank reads (micro-batch, row numbers), one file per rank.
@@ -57,12 +65,14 @@ def _write_run_script(tmp_path: Path) -> Path:
                 return rows
             data.PackedMLMBatches.row_numbers = recorded
             cfg = PretrainConfig(
-                hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=32,
+                # With a checkpoint these size fields (64 wide) are ignored: its shape (32 wide) wins.
+                hidden_size=32 if base is None else 64, num_layers=2, num_heads=2, intermediate_size=64, max_length=32,
                 batch_size=16 // devices, max_steps=8, warmup_steps=2, checkpoint_every_n_steps=4,
                 accelerator=accelerator, devices=devices, strategy=strategy,
+                init_from=None if base is None else str(base.path),
             )
             metrics = pretrain(cfg, root / "snapshot", root / "tokenizer", out / "model", out / "ckpt",
-                               out / "metrics.json", out / "curve.csv")
+                               out / "metrics.json", out / "curve.csv", base=base)
             print("DOCLIFE_WORLD_SIZE", metrics["world_size"], flush=True)
             """
         )
@@ -163,6 +173,23 @@ def test_pretrain_with_two_ddp_processes(tmp_path: Path) -> None:
     assert (world_one, world_two) == ("1", "2")
     assert int(steps_one) == batches and int(steps_two) == -(-batches // 2), (steps_one, steps_two, n_train)
     assert (tmp_path / "finetune2" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_continued_pretraining_with_two_ddp_processes_starts_every_rank_from_the_checkpoint(tmp_path: Path) -> None:
+    texts = pd.read_parquet(make_snapshot(tmp_path / "other", n_docs=120, seed=9) / "corpus.parquet")["text"].tolist()
+    checkpoint = save_checkpoint(tmp_path / "team-bert", texts)
+    script = _write_run_script(tmp_path, init_from=checkpoint)
+    log = _run(script, 2, "ddp", "cpu")
+    _run(script, 1, "auto", "cpu")
+    assert log.count("DOCLIFE_WORLD_SIZE 2") == 2
+    two, one = tmp_path / "run2-ddp", tmp_path / "run1-auto"
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["base_checkpoint"]["sha256"] == model_digest(checkpoint)
+    # The checkpoint's shape (32 wide, 2 layers, its vocabulary), not the script's size fields, on both ranks.
+    start, trained = load_file(checkpoint / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert {k: v.shape for k, v in trained.items()} == {k: v.shape for k, v in start.items()}
+    _assert_same_run(one, two, tolerance=1e-4)
 
 
 @pytest.mark.slow

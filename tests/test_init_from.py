@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import lightning_modules.train as train_module
+from conftest import save_checkpoint
 from data_checks.io import DoclifeError
 from flows.config import load_params, set_param
 from flows.init_from import BASE_STAMP, resolve_init_from
@@ -27,7 +28,7 @@ from lightning_modules.checkpoint import BaseCheckpoint
 from lightning_modules.config import FinetuneConfig, PretrainConfig, TokenizeConfig
 from lightning_modules.modules import ClassifierModule
 from lightning_modules.synthetic import LABELS, make_snapshot
-from lightning_modules.tokenizer import build_tokenizer, to_hf, train_tokenizer
+from lightning_modules.tokenizer import train_tokenizer
 from lightning_modules.train import finetune, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,19 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = PretrainConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=64, max_length=32, batch_size=8,
                       max_steps=2, warmup_steps=1, checkpoint_every_n_steps=2, accelerator="cpu")
 TINY_FT = FinetuneConfig(batch_size=16, max_epochs=1, learning_rate=2e-3, warmup_steps=2, accelerator="cpu")
-
-
-def save_checkpoint(path: Path, texts: list[str], vocab_rows: int | None = None) -> Path:
-    """A small BERT masked-LM with a WordPiece tokenizer trained on `texts`, as a team would hand it over."""
-    from transformers import BertConfig, BertForMaskedLM
-
-    tok = build_tokenizer(TokenizeConfig(vocab_size=200), texts)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab_rows or tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(str(path))
-    to_hf(tok).save_pretrained(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
