@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY, git
+from conftest import TINY, git, save_checkpoint
 from data_checks.config import SampleConfig
 from data_checks.sample_corpus import write_sample_corpus
 from flows.config import load_params, set_param
@@ -188,6 +188,38 @@ def test_two_clones_promoting_at_once_end_with_one_champion_and_both_decisions(t
     assert history[1]["champion_before"] == history[0]["champion_after"]
     assert registry.state()["aliases"]["champion"] == history[1]["champion_after"]
     assert json.loads(doclife(b, "status", "--json").stdout)["champion"]["version"] == history[1]["champion_after"]
+
+
+@pytest.mark.slow
+def test_a_workspace_continues_from_a_team_checkpoint_then_from_its_champion(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = corpus(tmp_path / "corpus.csv")
+    checkpoint = save_checkpoint(tmp_path / "team-bert", pd.read_csv(source)["text"].dropna().tolist())
+    doclife(tmp_path, "init", "w", "--source", str(source), "--text-column", "text", "--label-column", "label")
+    ws = tiny(tmp_path / "w")
+    set_param(ws / "params.yaml", "pretrain.init_from", str(checkpoint))
+    dvc(ws, "repro")
+    registry = registry_of(ws)
+    first = registry.champion()["version"]
+    model = registry.model_path(first)
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(model), local_files_only=True)
+    # The checkpoint's shape (2 layers, 32 wide) and its tokenizer, not the size fields or a new vocabulary.
+    assert loaded.config.num_hidden_layers == 2 and loaded.config.hidden_size == 32
+    assert (AutoTokenizer.from_pretrained(str(model), local_files_only=True).get_vocab()
+            == AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True).get_vocab())
+    assert f"| base checkpoint | trained from `{checkpoint}`" in registry.card_path(first).read_text()
+
+    # Next week: continue from the champion; tokenize and pretrain re-run because their base changed.
+    set_param(ws / "params.yaml", "pretrain.init_from", "champion")
+    git(ws, "commit", "-qam", "continue from the champion")
+    dvc(ws, "repro")
+    assert load_file(ws / "models/pretrain/model/model.safetensors")["bert.embeddings.word_embeddings.weight"].shape[1] == 32
+    second = registry.state()["versions"][-1]
+    assert second["version"] != first  # registered whatever the gate decided
+    assert second["lineage"]["base_checkpoint"]["origin"] == f"champion {first}"
+    assert f"| base checkpoint | trained from champion {first}" in registry.card_path(second["version"]).read_text()
 
 
 @pytest.mark.slow
