@@ -5,6 +5,11 @@ GopherQualityFilter, GopherRepetitionFilter and C4QualityFilter (defaults, each 
 on a fresh Document) against `measure_text` + the long profile's rules of the same family. Reports the
 docs/s of each, their ratio, and per filter the share of documents where datatrove keeps iff we keep.
 
+`doclife check` and the validate stage measure the cleaned text (the clean stage's Unicode NFKC, invisible
+characters removed, whitespace runs collapsed and every line trimmed), so the agreement is also measured on
+that path: both on the cleaned text, and what doclife decides on the cleaned text against what datatrove
+decides on the raw text.
+
 Also times measure_text alone on synthetic short documents (~60 characters, half Chinese, half English),
 and reports the share of rows each short-profile noise rule flags on the real short corpora.
 
@@ -21,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import DATASETS, save_result
+from data_checks.clean import CleanConfig, clean_texts
 from data_checks.text_quality import TextQualityConfig, measure_text, text_rules
 
 FAMILIES = {"gopher_quality": "gopher_q_", "gopher_repetition": "gopher_rep_", "c4": "c4_"}
@@ -67,6 +73,16 @@ def our_decisions(texts: list[str]) -> tuple[dict[str, list[bool]], float]:
             bad |= rule.violations(measures)
         keep[family] = (~bad).tolist()
     return keep, time.perf_counter() - start
+
+
+def cleaned(texts: list[str]) -> tuple[list[str], int]:
+    """(the texts as the clean stage leaves them with its defaults, how many it changed)."""
+    text, fixes = clean_texts(pd.Series(texts), CleanConfig())
+    return text.tolist(), int(fixes.any(axis=1).sum())
+
+
+def agreement(a: list[bool], b: list[bool]) -> float:
+    return round(sum(x == y for x, y in zip(a, b)) / len(a), 4)
 
 
 def synthetic_short_docs(n: int, seed: int = 0) -> list[str]:
@@ -132,27 +148,34 @@ def main(argv: list[str] | None = None) -> dict:
     theirs, their_seconds = datatrove_decisions(texts)
     ours, our_seconds = our_decisions(texts)
     n = len(texts)
+    clean, changed = cleaned(texts)
+    theirs_clean, _ = datatrove_decisions(clean)
+    ours_clean, _ = our_decisions(clean)
     rows = {}
     for family in FAMILIES:
-        agree = sum(a == b for a, b in zip(theirs[family], ours[family])) / n
         rows[family] = {
             "datatrove_docs_per_s": round(n / their_seconds[family], 1),
-            "agreement": round(agree, 4),
+            "agreement": agreement(theirs[family], ours[family]),
+            "agreement_both_cleaned": agreement(theirs_clean[family], ours_clean[family]),
+            "agreement_ours_cleaned_vs_datatrove_raw": agreement(theirs[family], ours_clean[family]),
             "datatrove_kept": round(sum(theirs[family]) / n, 4),
             "ours_kept": round(sum(ours[family]) / n, 4),
         }
     combined = n / sum(their_seconds.values())
     result = {
         "documents": n,
+        "changed_by_cleaning": changed,
         "filters": rows,
         "datatrove_combined_docs_per_s": round(combined, 1),
         "ours_docs_per_s": round(n / our_seconds, 1),
         "speedup": round((n / our_seconds) / combined, 1),
         "note": "ours = measure_text (every measure) + the long profile's Gopher and C4 rules; one process, one core",
     }
-    print(f"{'filter':<20}{'datatrove docs/s':>18}{'kept dt':>9}{'kept ours':>10}{'agree':>8}")
+    print(f"{'filter':<20}{'datatrove docs/s':>18}{'kept dt':>9}{'kept ours':>10}{'agree':>8}{'cleaned':>9}{'ours cl/dt raw':>16}")
     for family, row in rows.items():
-        print(f"{family:<20}{row['datatrove_docs_per_s']:>18}{row['datatrove_kept']:>9}{row['ours_kept']:>10}{row['agreement']:>8}")
+        print(f"{family:<20}{row['datatrove_docs_per_s']:>18}{row['datatrove_kept']:>9}{row['ours_kept']:>10}"
+              f"{row['agreement']:>8}{row['agreement_both_cleaned']:>9}{row['agreement_ours_cleaned_vs_datatrove_raw']:>16}")
+    print(f"cleaning changed {changed} of {n} documents")
     print(f"{n} documents: datatrove combined {combined:.0f} docs/s, ours {n / our_seconds:.0f} docs/s, "
           f"speed-up {result['speedup']}x")
     if args.short_docs:
