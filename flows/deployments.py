@@ -107,7 +107,7 @@ def watch_source(workspace: str = ".") -> str:
             last = client.read_flow_run(UUID(record["flow_run_id"]))
             if last.state_type in ENDED_FOR_GOOD:
                 log.warning("the lifecycle run %s for this version of %s ended %s; not starting another until the "
-                            "file changes again", last.name, source.name, last.state_name)
+                            "source changes again", last.name, source.name, last.state_name)
                 return f"not retried: {last.state_name}"
     run = run_deployment(lifecycle_deployment(at), parameters={"workspace": str(at.root)}, timeout=0)
     write_json(record_path, {"fingerprint": fingerprint, "flow_run_id": str(run.id)})
