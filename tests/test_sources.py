@@ -145,3 +145,22 @@ def test_a_workspace_source_must_be_a_file_or_a_directory_dvc_can_track(tmp_path
     set_param(params, "ingest.source", "shards/*.jsonl.gz")
     with pytest.raises(DoclifeError, match=r"params.yaml: ingest.source shards/\*.jsonl.gz: a glob cannot be"):
         load_params(params)
+
+
+def test_the_cli_refuses_a_glob_as_a_workspace_source_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from flows.cli import main
+
+    source, _ = shard_dir(tmp_path / "corpus")
+    pattern = str(source / "2026-11" / "*.gz")
+    assert main(["init", str(tmp_path / "ws"), "--source", pattern, "--text-column", "text"]) == 2
+    assert "a glob cannot be a workspace's ingest.source" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
+
+    (tmp_path / "w").mkdir()
+    params = tmp_path / "w" / "params.yaml"
+    params.write_text("ingest:\n  source: corpus.csv\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "w")
+    assert main(["run", "--source", pattern]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{pattern}: a glob cannot be" in err, err
+    assert params.read_text(encoding="utf-8") == "ingest:\n  source: corpus.csv\n"
