@@ -84,8 +84,9 @@ bench-data: install  ## cleaning + validation on every shared corpus, 1M documen
 	$(BIN)/python -m bench.data
 	$(BIN)/python -m bench.datatrove_compare
 
-bench-scale: install  ## pretraining data at 100k and 10M generated documents: tokenize, time to first step, RSS; shards vs in memory
+bench-scale: install  ## pretraining data at 100k and 10M generated documents (tokenize, first step, RSS; shards vs in memory); the data stages on 1M and 2M documents in compressed shards
 	$(BIN)/python -m bench.pretrain_scale
+	$(BIN)/python -m bench.data_scale
 
 clean:  ## remove every stage output, the registry and Prefect's database (keeps .venv)
 	rm -rf data models reports registry .dvc-storage .prefect dvc.lock .dvc/cache .dvc/tmp
