@@ -97,7 +97,7 @@ def test_init_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, case):
         assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
         return
     if case == "missing source":
-        args[1], needle = str(tmp_path / "nope.csv"), "nope.csv: file not found"
+        args[1], needle = str(tmp_path / "nope.csv"), "nope.csv: file or directory not found"
     elif case == "missing column":
         args[3], needle = "body", "no text column 'body'"
     elif case == "not utf-8":
