@@ -66,6 +66,13 @@ def write_snapshot(rows: pd.DataFrame, out_dir: Path) -> Path:
     return out_dir
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)  # kB on Linux
+
+
 def save_result(name: str, result: dict) -> Path:
     """Write bench/results/NAME.json and echo it."""
     RESULTS.mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import save_result
+from bench.common import peak_rss_gb, save_result
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "clean", "validate", "snapshot")
@@ -58,17 +58,14 @@ def _child(args: list[str], cwd: Path) -> dict:
 
 def child(args: list[str]) -> None:
     """Run one doclife command in this process, then print its wall time and this process's peak RSS."""
-    import resource
-
     from flows.cli import main
 
     started = time.perf_counter()
     code = main(args)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
     if code != 0:
         raise SystemExit(f"doclife {' '.join(args)} exited {code}")
-    print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "peak_rss_gb": round(peak, 3)}), flush=True)
+    print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "peak_rss_gb": peak_rss_gb()}), flush=True)
 
 
 def one_size(root: Path, n_docs: int, shards: int) -> dict:

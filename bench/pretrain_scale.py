@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from bench.common import save_result  # noqa: E402
+from bench.common import peak_rss_gb, save_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS_EN = ("the a today we really people think about new city weekend story football match team coach computer "
@@ -87,19 +87,13 @@ def _child(command: list[str]) -> dict:
     return result | ({"first_step_seconds": round(first_step, 2)} if first_step is not None else {})
 
 
-def _peak_rss_gb() -> float:
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)  # kB on Linux
-
-
 def child_tokenize(snapshot: Path, tokenizer: Path) -> dict:
     from lightning_modules.config import TokenizeConfig
     from lightning_modules.tokenizer import train_tokenizer
 
     measures = train_tokenizer(TokenizeConfig(vocab_size=8000), snapshot, tokenizer)
     return {key: measures[key] for key in ("n_texts", "n_corpus_texts", "train_tokens", "validation_tokens", "shards",
-                                           "train_seconds", "wall_seconds")} | {"peak_rss_gb": _peak_rss_gb()}
+                                           "train_seconds", "wall_seconds")} | {"peak_rss_gb": peak_rss_gb()}
 
 
 def child_pretrain(snapshot: Path, tokenizer: Path, out: Path, steps: int, in_memory: bool, seed: int) -> dict:
@@ -122,7 +116,7 @@ def child_pretrain(snapshot: Path, tokenizer: Path, out: Path, steps: int, in_me
                          checkpoint_every_n_steps=steps, accelerator="cpu", seed=seed)
     metrics = pretrain(cfg, snapshot, tokenizer, out / "model", out / "ckpt", out / "metrics.json", out / "curve.csv")
     return {"tokens_per_s": metrics["tokens_per_second"], "packed_rows": metrics["packed_rows"],
-            "peak_rss_gb": _peak_rss_gb()}
+            "peak_rss_gb": peak_rss_gb()}
 
 
 def main() -> None:

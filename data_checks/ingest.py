@@ -207,8 +207,7 @@ def _file_columns(cfg: IngestConfig, file: SourceFile, raw: pd.DataFrame) -> pd.
     table = {"text": column(cfg.text_column, "text"),
              "label": column(cfg.label_column, "label") if cfg.label_column else pd.Series([None] * n, dtype=object),
              # Where each document came from: the gate slices its test metrics by it.
-             "source": column(cfg.source_column, "source") if cfg.source_column else pd.Series([file.name] * n, dtype=object),
-             "file": pd.Series([file.name] * n, dtype=object), "file_row": pd.Series(np.arange(n, dtype=np.int64))}
+             "source": column(cfg.source_column, "source") if cfg.source_column else pd.Series([file.name] * n, dtype=object)}
     if cfg.id_column:
         table["id"] = _column_ids(file.path, cfg.id_column, column(cfg.id_column, "id"))
     if cfg.split_column:
@@ -216,15 +215,17 @@ def _file_columns(cfg: IngestConfig, file: SourceFile, raw: pd.DataFrame) -> pd.
     return pd.DataFrame(table)
 
 
-def _unique_across_files(source: Path, column: str, table: pd.DataFrame) -> pd.Series:
-    """The id column of many files, each already unique in itself: an id in two files is a one-line error."""
-    dup = table["id"].duplicated(keep=False)
+def _unique_across_files(source: Path, column: str, ids: pd.Series, files: list[SourceFile],
+                         firsts: np.ndarray) -> pd.Series:
+    """The id column of all files, each already unique in itself: an id in two files is a one-line error."""
+    dup = ids.duplicated(keep=False)
     if dup.any():
-        first = table.loc[dup, "id"].iloc[0]
-        where = table[table["id"] == first].head(2)
-        places = " and ".join(f"{f} row {r}" for f, r in zip(where["file"], where["file_row"]))
+        first = ids[dup].iloc[0]
+        rows = np.flatnonzero((ids == first).to_numpy())[:2]
+        at = np.searchsorted(firsts, rows, side="right") - 1  # the file of each row
+        places = " and ".join(f"{files[f].name} row {r - firsts[f]}" for f, r in zip(at, rows))
         raise DoclifeError(f"{source}: id column {column!r} has duplicate value {first!r} ({places})")
-    return table["id"]
+    return ids
 
 
 def read_files(cfg: IngestConfig, source: Path | str) -> tuple[pd.DataFrame, list[dict]]:
@@ -232,11 +233,12 @@ def read_files(cfg: IngestConfig, source: Path | str) -> tuple[pd.DataFrame, lis
     describe its files: name, format, compression, rows and the source_row of each file's first row."""
     files = source_files(source, cfg.format)
     parts = [_file_columns(cfg, file, _read_file(cfg, file)) for file in files]
-    table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    firsts = np.cumsum([0] + [len(part) for part in parts[:-1]])
+    table = pd.concat(parts, ignore_index=True)
     texts = table["text"]
     source_row = pd.Series(np.arange(len(table), dtype=np.int64))
     if cfg.id_column:
-        doc_id = _unique_across_files(Path(source), cfg.id_column, table) if len(parts) > 1 else table["id"]
+        doc_id = _unique_across_files(Path(source), cfg.id_column, table["id"], files, firsts)
     else:
         doc_id = _doc_ids(texts, source_row)
     split = table["split"] if cfg.split_column else hash_splits(texts, source_row, cfg.validation_fraction,
@@ -251,7 +253,6 @@ def read_files(cfg: IngestConfig, source: Path | str) -> tuple[pd.DataFrame, lis
             "source_row": source_row,
         }
     )
-    firsts = np.cumsum([0] + [len(part) for part in parts])
     described = [{"file": file.name, "format": file.format, "compression": file.compression, "rows": len(part),
                   "first_source_row": int(first)} for file, part, first in zip(files, parts, firsts)]
     return frame, described

@@ -67,8 +67,8 @@ def describe(path: Path, name: str, forced_format: str = "auto") -> SourceFile:
     (or `forced_format` when it is not "auto")."""
     suffixes = [s.lower() for s in path.suffixes]
     compression = COMPRESSION_SUFFIXES.get(suffixes[-1]) if suffixes else None
-    inner = suffixes[-2] if compression and len(suffixes) > 1 else (suffixes[-1] if suffixes and not compression else "")
-    fmt = forced_format if forced_format != "auto" else FORMAT_SUFFIXES.get(inner)
+    inner = suffixes[:-1] if compression else suffixes
+    fmt = forced_format if forced_format != "auto" else FORMAT_SUFFIXES.get(inner[-1] if inner else "")
     if fmt is None:
         raise DoclifeError(
             f"{path}: unsupported format {''.join(path.suffixes) or '(no extension)'!r} (expected one of "

@@ -91,8 +91,6 @@ def watch_source(workspace: str = ".") -> str:
         log.info("source corpus unchanged")
         return "unchanged"
     record_path = at.root / ".dvc/tmp/doclife-watch.json"
-    # Each file's size and modification time: enough to tell one change (a file rewritten, a new file landed in
-    # the directory) from the next without reading anything.
     fingerprint = source_fingerprint(source) if source.exists() else "not made yet"
     record = read_json(record_path) if record_path.is_file() else {}
     with get_client(sync_client=True) as client:

@@ -46,13 +46,14 @@ def _write_run_script(tmp_path: Path, init_from: Path | None = None) -> Path:
             import sys
             from pathlib import Path
             from lightning_modules import data
+            from flows.registry import model_digest
             from lightning_modules.checkpoint import BaseCheckpoint
             from lightning_modules.config import PretrainConfig
             from lightning_modules.train import pretrain
 
             root, devices, strategy, accelerator = Path({str(tmp_path)!r}), int(sys.argv[1]), sys.argv[2], sys.argv[3]
-            base = {None if base is None else (str(base.path), base.origin, base.sha256)!r}
-            base = None if base is None else BaseCheckpoint(Path(base[0]), base[1], base[2])
+            init_from = {None if init_from is None else str(init_from)!r}
+            base = None if init_from is None else BaseCheckpoint(Path(init_from), init_from, model_digest(Path(init_from)))
             out = root / f"run{{devices}}-{{strategy}}"
 
             # Record the packed rows each rank reads (micro-batch, row numbers), one file per rank.
@@ -69,7 +70,7 @@ def _write_run_script(tmp_path: Path, init_from: Path | None = None) -> Path:
                 hidden_size=32 if base is None else 64, num_layers=2, num_heads=2, intermediate_size=64, max_length=32,
                 batch_size=16 // devices, max_steps=8, warmup_steps=2, checkpoint_every_n_steps=4,
                 accelerator=accelerator, devices=devices, strategy=strategy,
-                init_from=None if base is None else str(base.path),
+                init_from=init_from,
             )
             metrics = pretrain(cfg, root / "snapshot", root / "tokenizer", out / "model", out / "ckpt",
                                out / "metrics.json", out / "curve.csv", base=base)
