@@ -5,10 +5,16 @@ zero-width and control characters, whitespace. Exact duplicates (same normalised
 marked `duplicate_of` the first copy's doc_id; validation sets them aside with that pointer, so every
 ingested row still ends in the snapshot or in quarantine. Copies whose labels disagree are not marked:
 which label is right is unknown, so validation quarantines all of them as conflicting.
+
+The stage cleans `engine.batch_rows` rows at a time into a draft that carries each row's 64-bit duplicate
+key; which rows are later copies is a DuckDB GROUP BY over those keys (data_checks/out_of_core.py), applied
+in a second pass that writes the cleaned table and the report. Memory does not grow with the corpus.
 """
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +23,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from data_checks.config import need
+from data_checks import out_of_core
+from data_checks.config import EngineConfig, need
 from data_checks.core_rules import garbled
-from data_checks.io import DoclifeError, read_stage_input, recorded_path, write_json, write_parquet
+from data_checks.ingest import SCHEMA
+from data_checks.io import DoclifeError, parquet_writer, recorded_path, stage_input_batches, write_json
 
 UNICODE_FORMS = ("NFKC", "NFC", "none")
 
@@ -107,70 +116,113 @@ def clean_texts(text: pd.Series, cfg: CleanConfig, mojibake: pd.Series | None = 
     return pd.Series(current.to_numpy(zero_copy_only=False), index=text.index, dtype=object), fixes
 
 
-def mark_duplicates(frame: pd.DataFrame) -> pd.Series:
-    """doc_id of the first row (input order) of the same split with the same normalised text and label.
+CLEANED_SCHEMA = SCHEMA.append(pa.field("mojibake", pa.bool_())).append(pa.field("fixes", pa.string())).append(
+    pa.field("duplicate_of", pa.string()))
+REPORT_SCHEMA = pa.schema([("doc_id", pa.string()), ("source_row", pa.int64()), ("fix", pa.string()),
+                           ("detail", pa.string())])
+# The draft's extra columns: the row's position, the 64-bit hashes of its duplicate key (null: no text) and label.
+_KEY_COLUMNS = {"_pos": pa.int64(), "_key": pa.uint64(), "_label": pa.uint64()}
+_DRAFT_SCHEMA = pa.schema([*(f for f in CLEANED_SCHEMA if f.name != "duplicate_of"), *_KEY_COLUMNS.items()])
 
-    Null for first copies. Copies whose labels differ anywhere are left unmarked, so the conflict stays
-    visible to validation; copies in different splits are leakage, which validation sets aside on the
-    training side (dropping one here as well would lose the text altogether).
-    """
-    key = duplicate_key(frame["text"])
-    label = frame["label"].astype(object).where(frame["label"].notna(), "\x00<no label>")
-    candidates = key.notna()
-    # 64-bit hashes group far faster than the strings; a collision would need ~2^32 distinct texts.
-    groups = pd.DataFrame({"key": pd.util.hash_array(key[candidates].to_numpy(object)),
-                           "label": pd.util.hash_array(label[candidates].to_numpy(object)),
-                           "split": frame.loc[candidates, "split"].astype(object).fillna("").to_numpy()},
-                          index=key.index[candidates])
-    labels_per_key = groups.groupby("key")["label"].transform("nunique")
-    same_label = groups[labels_per_key == 1]
-    position = same_label.groupby(["key", "split"]).cumcount()
-    first = same_label[position == 0]
-    first_id = pd.Series(frame.loc[first.index, "doc_id"].to_numpy(),
-                         index=pd.MultiIndex.from_frame(first[["key", "split"]]))
-    later = same_label[position > 0]
-    pointer = pd.Series(first_id.reindex(pd.MultiIndex.from_frame(later[["key", "split"]])).to_numpy(), index=later.index)
-    return pointer.reindex(frame.index).astype(object).where(lambda s: s.notna(), None)
+# Later copies, keep-first in input order within (key, split), of keys whose copies all carry one label (a
+# null label counts as a label of its own). 64-bit hashes group far faster than the strings; a collision
+# would need ~2^32 distinct texts.
+_LATER_COPIES = """
+WITH keyed AS (SELECT _pos, _key, _label, coalesce(split, '') AS split FROM t WHERE _key IS NOT NULL),
+one_label AS (SELECT _key FROM keyed GROUP BY _key HAVING count(*) > 1 AND count(DISTINCT _label) = 1),
+firsts AS (SELECT _key, split, min(_pos) AS first_pos FROM keyed WHERE _key IN (SELECT _key FROM one_label)
+           GROUP BY _key, split HAVING count(*) > 1)
+SELECT k._pos AS pos, d.doc_id AS first_id, d.source_row AS first_source_row
+FROM keyed k JOIN firsts f ON k._key = f._key AND k.split = f.split JOIN t d ON d._pos = f.first_pos
+WHERE k._pos > f.first_pos ORDER BY pos
+"""
 
 
-def clean_frame(frame: pd.DataFrame, cfg: CleanConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cleaned table with `fixes` and `duplicate_of` columns, one report row per applied fix or drop).
-
-    Report columns: doc_id, source_row, fix, detail. The input frame is not modified.
-    """
+def _clean_batch(frame: pd.DataFrame, cfg: CleanConfig, start: int) -> pd.DataFrame:
+    """A batch cleaned, with `mojibake`, `fixes` and the key columns of the duplicate search; rows numbered
+    from `start`."""
     mojibake = garbled(frame["text"])
     text, fixes = clean_texts(frame["text"], cfg, mojibake)
     out = frame.copy()
     out["text"] = text
     out["mojibake"] = mojibake  # measured on the raw text; validation's mojibake rule reads it
     names = np.array(FIX_COLUMNS, dtype=object)
-    flags = fixes.to_numpy()
-    out["fixes"] = ["; ".join(names[row]) for row in flags] if len(out) else pd.Series(dtype=object)
-    out["duplicate_of"] = mark_duplicates(out) if cfg.drop_exact_duplicates else None
+    out["fixes"] = ["; ".join(names[row]) for row in fixes.to_numpy()] if len(out) else pd.Series(dtype=object)
+    key = duplicate_key(out["text"])
+    label = out["label"].astype(object).where(out["label"].notna(), "\x00<no label>")
+    out["_pos"] = np.arange(start, start + len(out), dtype=np.int64)
+    out["_key"] = pd.array(pd.util.hash_array(key.fillna("").to_numpy(object)), dtype="UInt64")
+    out.loc[key.isna(), "_key"] = pd.NA
+    out["_label"] = pd.util.hash_array(label.to_numpy(object))
+    return out
 
-    applied = fixes.stack()
-    applied = applied[applied.to_numpy()]
-    rows = applied.index.get_level_values(0)
-    fix_names = applied.index.get_level_values(1)
-    report = pd.DataFrame({
-        "doc_id": frame.loc[rows, "doc_id"].to_numpy(),
-        "source_row": frame.loc[rows, "source_row"].to_numpy(),
-        "fix": np.asarray(fix_names, dtype=object),
-        "detail": [FIX_DESCRIPTIONS[f] for f in fix_names],
+
+def _finish_batch(draft: pd.DataFrame, copies: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the cleaned rows, their report rows sorted by source row and fix) from a draft batch and the later
+    copies among its rows (pos, first_id, first_source_row)."""
+    out = draft.drop(columns=list(_KEY_COLUMNS))
+    out["duplicate_of"] = pd.Series(None, index=out.index, dtype=object)
+    at = copies["pos"].to_numpy()
+    out.loc[at, "duplicate_of"] = copies["first_id"].to_numpy(object)
+    fixed = out["fixes"].fillna("").str.split("; ").explode()
+    fixed = fixed[fixed != ""]
+    report = pd.DataFrame({"doc_id": out.loc[fixed.index, "doc_id"].to_numpy(), "source_row":
+                           out.loc[fixed.index, "source_row"].to_numpy(), "fix": fixed.to_numpy(object),
+                           "detail": [FIX_DESCRIPTIONS[f] for f in fixed]})
+    drops = pd.DataFrame({
+        "doc_id": out.loc[at, "doc_id"].to_numpy(), "source_row": out.loc[at, "source_row"].to_numpy(),
+        "fix": "duplicate_exact",
+        "detail": [f"exact duplicate of doc {d} (source row {int(r)}), dropped keep-first"
+                   for d, r in zip(copies["first_id"], copies["first_source_row"])],
     })
-    dups = out[out["duplicate_of"].notna()]
-    if len(dups):
-        kept_row = frame.set_index("doc_id")["source_row"]
-        drops = pd.DataFrame({
-            "doc_id": dups["doc_id"].to_numpy(),
-            "source_row": dups["source_row"].to_numpy(),
-            "fix": "duplicate_exact",
-            "detail": [f"exact duplicate of doc {d} (source row {int(kept_row[d])}), dropped keep-first"
-                       for d in dups["duplicate_of"]],
-        })
-        report = pd.concat([report, drops], ignore_index=True)
-    report = report.sort_values(["source_row", "fix"], kind="stable").reset_index(drop=True)
-    return out, report
+    report = pd.concat([report, drops], ignore_index=True).sort_values(["source_row", "fix"], kind="stable")
+    return out, report.reset_index(drop=True)
+
+
+def _clean_table(cfg: CleanConfig, batches: Iterator[pd.DataFrame], cleaned_path: Path, report_path: Path,
+                 engine: EngineConfig) -> dict[str, Any]:
+    """Clean every batch into a draft beside `cleaned_path`, find the later copies over the whole draft, then
+    write the cleaned table and the report; returns the counts per fix (`summarise`'s)."""
+    with tempfile.TemporaryDirectory(prefix=f".{cleaned_path.name}.", dir=cleaned_path.parent) as tmp:
+        draft, copies = Path(tmp) / "draft.parquet", Path(tmp) / "copies.parquet"
+        rows = 0
+        with parquet_writer(draft, _DRAFT_SCHEMA) as write:
+            for batch in batches:
+                write(_clean_batch(batch, cfg, rows))
+                rows += len(batch)
+        later = _LATER_COPIES if cfg.drop_exact_duplicates else "SELECT pos, first_id, first_source_row FROM " \
+            "(SELECT _pos AS pos, doc_id AS first_id, source_row AS first_source_row FROM t) WHERE false"
+        out_of_core.query(later, engine, cleaned_path, into=copies, t=draft)
+        with parquet_writer(cleaned_path, CLEANED_SCHEMA) as write_cleaned, \
+                parquet_writer(report_path, REPORT_SCHEMA) as write_report:
+            drafts = stage_input_batches(draft, "clean", engine.batch_rows)
+            counts = summarise(pd.DataFrame({"doc_id": [], "fix": []}), 0)
+            for batch, found in out_of_core.aligned(copies, "pos", drafts, engine.batch_rows):
+                cleaned, report = _finish_batch(batch, found)
+                write_cleaned(cleaned)
+                write_report(report)
+                # A row's report rows are all in its batch, so the batches' counts add up to the table's.
+                counts = _add(counts, summarise(report, len(batch)))
+        return counts
+
+
+def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: _add(v, b[k]) if isinstance(v, dict) else v + b[k] for k, v in a.items()}
+
+
+def clean_frame(frame: pd.DataFrame, cfg: CleanConfig, engine: EngineConfig | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cleaned table with `fixes` and `duplicate_of` columns, one report row per applied fix or drop), in memory,
+    as the clean stage writes them. Report columns: doc_id, source_row, fix, detail. The input is not modified."""
+    engine = engine or EngineConfig()
+    with tempfile.TemporaryDirectory(prefix="doclife-clean-") as tmp:
+        cleaned_path, report_path = Path(tmp) / "cleaned.parquet", Path(tmp) / "report.parquet"
+        canonical = frame.loc[:, list(SCHEMA.names)]
+        batches = (canonical.iloc[lo:lo + engine.batch_rows] for lo in range(0, len(frame), engine.batch_rows))
+        _clean_table(cfg, batches, cleaned_path, report_path, engine)
+        cleaned = pd.read_parquet(cleaned_path)
+        cleaned.index = frame.index
+        return cleaned, pd.read_parquet(report_path)
 
 
 def summarise(report: pd.DataFrame, rows: int) -> dict[str, Any]:
@@ -184,17 +236,19 @@ def summarise(report: pd.DataFrame, rows: int) -> dict[str, Any]:
     }
 
 
-def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path: Path, summary_path: Path) -> dict[str, Any]:
-    """Clean the ingested table; write the cleaned table, the per-row report and summary.json; return the summary."""
-    ingested_path = Path(ingested_path)
-    frame = read_stage_input(ingested_path, "ingest")
-    for column in ("doc_id", "text", "label", "source_row"):
-        if column not in frame.columns:
-            raise DoclifeError(f"{ingested_path}: not an ingested table (no column {column!r})")
-    cleaned, report = clean_frame(frame, cfg)
-    write_parquet(cleaned_path, cleaned)
-    write_parquet(report_path, report)
-    summary = {"ingested": recorded_path(ingested_path), **summarise(report, len(frame)),
+def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path: Path, summary_path: Path,
+          engine: EngineConfig | None = None) -> dict[str, Any]:
+    """Clean the ingested table `engine.batch_rows` rows at a time; write the cleaned table, the per-row report
+    and summary.json; return the summary."""
+    engine = engine or EngineConfig()
+    ingested_path, cleaned_path = Path(ingested_path), Path(cleaned_path)
+    batches = stage_input_batches(ingested_path, "ingest", engine.batch_rows)
+    missing = [c for c in SCHEMA.names if c not in pq.read_schema(ingested_path).names]
+    if missing:
+        raise DoclifeError(f"{ingested_path}: not an ingested table (no column {missing[0]!r})")
+    cleaned_path.parent.mkdir(parents=True, exist_ok=True)
+    counts = _clean_table(cfg, batches, cleaned_path, report_path, engine)
+    summary = {"ingested": recorded_path(ingested_path), **counts,
                "outputs": {"cleaned": recorded_path(cleaned_path), "report": recorded_path(report_path)}}
     write_json(summary_path, summary)
     return summary

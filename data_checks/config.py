@@ -1,5 +1,5 @@
-"""Typed settings for the data stages; field names match the `sample`, `ingest`, `validate` and `snapshot`
-sections of params.yaml one to one, and every default equals the value shipped there."""
+"""Typed settings for the data stages; field names match the `engine`, `sample`, `ingest`, `validate` and
+`snapshot` sections of params.yaml one to one, and every default equals the value shipped there."""
 
 from __future__ import annotations
 
@@ -36,6 +36,21 @@ def _section(cls: type, value: Any, where: str) -> Any:
         return cls(**value)
     except TypeError as err:
         raise DoclifeError(f"params.yaml: {where}: {err}") from None
+
+
+@dataclass
+class EngineConfig:
+    """How the data stages run: the `engine` section of params.yaml, read by every data stage."""
+
+    batch_rows: int = 100_000
+    """Rows a data stage holds at a time; its peak memory grows with this, not with the corpus."""
+    memory_limit_mb: int = 256
+    """Memory the corpus-wide grouping (DuckDB: repeated ids, exact duplicates) may take before it spills
+    to a temporary directory beside the stage's output."""
+
+    def __post_init__(self) -> None:
+        need(self.batch_rows >= 1, "engine", f"batch_rows must be >= 1, got {self.batch_rows}")
+        need(self.memory_limit_mb >= 64, "engine", f"memory_limit_mb must be >= 64, got {self.memory_limit_mb}")
 
 
 @dataclass
@@ -168,6 +183,10 @@ class SnapshotConfig:
     remote: str | None = None
     """Name of the DVC remote the flow pushes snapshots and tokenizers to; None: the workspace's default
     remote (core.remote in .dvc/config)."""
+    shards: int = 64
+    """Parquet shards of a snapshot's corpus; a document's shard follows from its doc_id, so unchanged shards
+    stay byte-identical between snapshots. Keep it fixed for a corpus: a new count reshards everything."""
 
     def __post_init__(self) -> None:
         need(self.remote is None or bool(self.remote), "snapshot", "remote must be null or a remote's name")
+        need(1 <= self.shards <= 4096, "snapshot", f"shards must be in [1, 4096], got {self.shards}")

@@ -10,6 +10,7 @@ data_checks.drift runs these comparisons as GX expectations.
 from __future__ import annotations
 
 import functools
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,58 +193,97 @@ def with_missing_labels(labels: pd.Series) -> pd.Series:
     return labels.astype(object).where(labels.notna(), MISSING_LABEL).astype(str)
 
 
-def _distribution(values: pd.Series) -> dict[str, list]:
-    counts = values.value_counts().sort_index()
-    return {"values": [str(v) for v in counts.index], "counts": [int(c) for c in counts]}
+def _quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """np.quantile (linear) of the sorted sample in which each of `values` occurs `counts` times."""
+    position = (int(counts.sum()) - 1) * q
+    rank = np.cumsum(counts)  # values[i] holds the ranks rank[i - 1] .. rank[i] - 1
+    low, high = (values[np.searchsorted(rank, int(r), side="right")] for r in (np.floor(position), np.ceil(position)))
+    return float(low + (high - low) * (position - np.floor(position)))
+
+
+class ProfileBuilder:
+    """A profile built batch by batch: every part is a count that adds up (labels, lengths, scripts, tokens),
+    so the profile of a corpus is the sum of its batches' and memory grows with the distinct lengths and
+    tokens, not with the documents."""
+
+    def __init__(self, cfg: DriftConfig) -> None:
+        self.cfg = cfg
+        self.rows = 0
+        self.labels: Counter[str] = Counter()
+        self.splits: Counter[str] | None = None
+        self.lengths: Counter[int] = Counter()
+        self.scripts = np.zeros(len(SCRIPTS), np.int64)
+        self.tokens: Counter[str] = Counter()
+
+    def add(self, frame: pd.DataFrame) -> ProfileBuilder:
+        """Count one batch of a corpus table (columns text, label and optionally split)."""
+        missing = [c for c in ("text", "label") if c not in frame.columns]
+        if missing:
+            raise DoclifeError(f"<frame>: cannot profile a table without columns {', '.join(missing)}")
+        measured = scan(frame["text"])
+        assert measured.tokens is not None
+        self.rows += len(frame)
+        self.labels.update(with_missing_labels(frame["label"]).value_counts().to_dict())
+        if "split" in frame.columns:
+            self.splits = (self.splits or Counter()) + Counter(frame["split"].astype(str).value_counts().to_dict())
+        values, counts = np.unique(measured.lengths, return_counts=True)
+        self.lengths.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+        self.scripts += np.bincount(measured.scripts, minlength=len(SCRIPTS))
+        self.tokens.update(measured.tokens)
+        return self
+
+    def result(self) -> dict:
+        """The JSON-serialisable profile of everything added."""
+        n, tokens = self.rows, self.tokens
+        values = np.array(sorted(self.lengths), np.int64)
+        counts = np.array([self.lengths[v] for v in values.tolist()], np.int64)
+        edges = np.asarray(self.cfg.length_bins)
+        # Bin i holds edges[i] <= length < edges[i+1]; the last bin is open-ended.
+        histogram = np.bincount(np.searchsorted(edges, values, side="right") - 1, weights=counts, minlength=len(edges))
+        total = sum(tokens.values())
+        # Ties broken by the token, so the kept vocabulary does not depend on how the corpus was batched.
+        kept = heapq.nsmallest(self.cfg.vocabulary_size, tokens.items(), key=lambda item: (-item[1], item[0]))
+        out: dict[str, Any] = {
+            "format": PROFILE_FORMAT,
+            "version": PROFILE_VERSION,
+            "rows": int(n),
+            "labels": _distribution(self.labels),
+            "length": {
+                "unit": "characters",
+                "mean": float((values * counts).sum() / n) if n else 0.0,
+                "max": int(values[-1]) if n else 0,
+                "quantiles": {str(q): _quantile(values, counts, q) if n else 0.0 for q in LENGTH_QUANTILES},
+                "bin_edges": [int(e) for e in edges],
+                "histogram": [int(c) for c in histogram],
+                # Every distinct length with its count: the exact distribution the KS statistic needs.
+                "values": [int(v) for v in values],
+                "counts": [int(c) for c in counts],
+            },
+            "script": {"values": list(SCRIPTS), "counts": [int(c) for c in self.scripts]},
+            "vocabulary": {
+                "tokens": [t for t, _ in kept],
+                "counts": [int(c) for _, c in kept],
+                "total_tokens": int(total),
+                "distinct_tokens": len(tokens),
+                # Share of the corpus's own tokens the kept vocabulary covers.
+                "coverage": float(sum(c for _, c in kept) / total) if total else 1.0,
+                # Good-Turing: the share of tokens seen once estimates the share of a new sample never seen.
+                "hapax_share": float(sum(1 for c in tokens.values() if c == 1) / total) if total else 0.0,
+            },
+        }
+        if self.splits is not None:
+            out["splits"] = _distribution(self.splits)
+        return out
+
+
+def _distribution(counts: Counter[str]) -> dict[str, list]:
+    ordered = sorted(counts)
+    return {"values": [str(v) for v in ordered], "counts": [int(counts[v]) for v in ordered]}
 
 
 def profile(frame: pd.DataFrame, cfg: DriftConfig) -> dict:
     """A JSON-serialisable profile of a corpus table (columns text, label and optionally split)."""
-    missing = [c for c in ("text", "label") if c not in frame.columns]
-    if missing:
-        raise DoclifeError(f"<frame>: cannot profile a table without columns {', '.join(missing)}")
-    measured = scan(frame["text"])
-    lengths, tokens = measured.lengths, measured.tokens
-    assert tokens is not None
-    n = len(lengths)
-    values, counts = np.unique(lengths, return_counts=True)
-    edges = np.asarray(cfg.length_bins)
-    # Bin i holds edges[i] <= length < edges[i+1]; the last bin is open-ended.
-    histogram = np.bincount(np.searchsorted(edges, lengths, side="right") - 1, minlength=len(edges))
-    total = sum(tokens.values())
-    kept = tokens.most_common(cfg.vocabulary_size)
-    script_counts = np.bincount(measured.scripts, minlength=len(SCRIPTS))
-    out: dict[str, Any] = {
-        "format": PROFILE_FORMAT,
-        "version": PROFILE_VERSION,
-        "rows": int(len(frame)),
-        "labels": _distribution(with_missing_labels(frame["label"])),
-        "length": {
-            "unit": "characters",
-            "mean": float(lengths.mean()) if n else 0.0,
-            "max": int(lengths.max()) if n else 0,
-            "quantiles": {str(q): float(np.quantile(lengths, q)) if n else 0.0 for q in LENGTH_QUANTILES},
-            "bin_edges": [int(e) for e in edges],
-            "histogram": [int(c) for c in histogram],
-            # Every distinct length with its count: the exact distribution the KS statistic needs.
-            "values": [int(v) for v in values],
-            "counts": [int(c) for c in counts],
-        },
-        "script": {"values": list(SCRIPTS), "counts": [int(c) for c in script_counts]},
-        "vocabulary": {
-            "tokens": [t for t, _ in kept],
-            "counts": [int(c) for _, c in kept],
-            "total_tokens": int(total),
-            "distinct_tokens": len(tokens),
-            # Share of the corpus's own tokens the kept vocabulary covers.
-            "coverage": float(sum(c for _, c in kept) / total) if total else 1.0,
-            # Good-Turing: the share of tokens seen once estimates the share of a new sample never seen.
-            "hapax_share": float(sum(1 for c in tokens.values() if c == 1) / total) if total else 0.0,
-        },
-    }
-    if "split" in frame.columns:
-        out["splits"] = _distribution(frame["split"].astype(str))
-    return out
+    return ProfileBuilder(cfg).add(frame).result()
 
 
 def write_profile(path: Path | str, data: dict) -> None:

@@ -5,24 +5,36 @@ split (train | validation | test), source (the file a row came from, or the `ing
 source_row (0-based row index in the whole source: its files are counted one after another, in their order,
 so a single file's rows are its own row numbers and every row of a directory has a number of its own).
 Ingest never drops or repairs a row: judging rows is the validation stage's job.
+
+The source is read `engine.batch_rows` rows at a time and written one batch at a time, so memory does not
+grow with the corpus. What needs every row at once, which derived ids repeat (the k-th copy of a text gets
+"~k") and whether a configured id column is unique, is a DuckDB GROUP BY over the written ids
+(data_checks/out_of_core.py); repeats are then suffixed in a second pass over the written table.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import json
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from data_checks.config import SPLITS, IngestConfig
-from data_checks.io import DoclifeError, write_parquet
+from data_checks import out_of_core
+from data_checks.config import SPLITS, EngineConfig, IngestConfig
+from data_checks.io import DoclifeError, parquet_writer, stage_input_batches
 from data_checks.sources import SourceFile, source_files
 
 CANONICAL_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
+SCHEMA = pa.schema([(name, pa.int64() if name == "source_row" else pa.string()) for name in CANONICAL_COLUMNS])
 
 _SPLIT_ALIASES = {
     "train": "train",
@@ -36,14 +48,43 @@ _SPLIT_ALIASES = {
 }
 
 
-def _decode(source: Path, raw: bytes) -> str:
-    try:
-        # utf-8-sig: a byte-order mark at the very start of the file is encoding metadata, not content.
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DoclifeError(
-            f"{source}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); re-save the file as UTF-8"
-        ) from None
+class _Text:
+    """A source file's text, decoded block by block as a parser reads it (`read`); bytes that are not UTF-8
+    are a one-line error naming their offset in the (decompressed) file."""
+
+    def __init__(self, file: SourceFile) -> None:
+        self._path = file.path
+        self._blocks = file.blocks()
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._offset = 0  # bytes decoded so far
+        self._first = True
+        self.blank = True
+        """Only whitespace so far."""
+
+    def read(self, size: int = -1) -> str:  # noqa: ARG002 - a parser takes whatever length it is given
+        for raw in self._blocks:
+            pending = len(self._decoder.getstate()[0])  # bytes of a character cut by the previous block
+            try:
+                text = self._decoder.decode(raw)
+            except UnicodeDecodeError as err:
+                at = self._offset - pending + err.start
+                raise DoclifeError(f"{self._path}: not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset "
+                                   f"{at}); re-save the file as UTF-8") from None
+            self._offset += len(raw)
+            if text:
+                if self._first:
+                    # A byte-order mark at the very start is encoding metadata, not content.
+                    text, self._first = text.removeprefix("\ufeff"), False
+                self.blank = self.blank and not text.strip()
+                return text
+        try:
+            return self._decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise DoclifeError(f"{self._path}: not valid UTF-8 (the file ends inside a character at offset "
+                               f"{self._offset}); re-save the file as UTF-8") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.read, "")
 
 
 def _one_line(err: BaseException) -> str:
@@ -51,10 +92,11 @@ def _one_line(err: BaseException) -> str:
     return text[:300] or type(err).__name__
 
 
-def _read_delimited(source: Path, text: str, sep: str, fmt: str, header: bool) -> pd.DataFrame:
+def _delimited_batches(file: SourceFile, sep: str, header: bool, rows: int) -> Iterator[pd.DataFrame]:
+    text = _Text(file)
     try:
-        return pd.read_csv(
-            io.StringIO(text),
+        yield from pd.read_csv(
+            text,
             sep=sep,
             header=0 if header else None,
             dtype=str,
@@ -62,11 +104,12 @@ def _read_delimited(source: Path, text: str, sep: str, fmt: str, header: bool) -
             keep_default_na=False,
             na_values=[""],
             quoting=csv.QUOTE_MINIMAL,
+            chunksize=rows,
         )
     except pd.errors.EmptyDataError:
-        raise DoclifeError(f"{source}: no header and no rows") from None
+        raise DoclifeError(f"{file.path}: {'empty file' if text.blank else 'no header and no rows'}") from None
     except (pd.errors.ParserError, ValueError, csv.Error) as err:
-        raise DoclifeError(f"{source}: cannot parse as {fmt.upper()}: {_one_line(err)}") from None
+        raise DoclifeError(f"{file.path}: cannot parse as {file.format.upper()}: {_one_line(err)}") from None
 
 
 def _json_scalar(value: object) -> object:
@@ -76,29 +119,48 @@ def _json_scalar(value: object) -> object:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _read_jsonl(source: Path, text: str) -> pd.DataFrame:
+def _jsonl_batches(file: SourceFile, rows: int) -> Iterator[pd.DataFrame]:
     records: list[dict[str, object]] = []
-    # Split on "\n" only: str.splitlines() would also break at U+2028, which JSON allows inside strings.
-    for line_no, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DoclifeError(f"{source}: line {line_no} is not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise DoclifeError(f"{source}: line {line_no} is a JSON {type(record).__name__}, expected an object")
-        records.append({key: _json_scalar(value) for key, value in record.items()})
-    if not records:
-        raise DoclifeError(f"{source}: no rows")
-    return pd.DataFrame.from_records(records)
+    line_no, tail = 0, ""
+    text = _Text(file)
+    for block in text:
+        # Split on "\n" only: str.splitlines() would also break at U+2028, which JSON allows inside strings.
+        lines = (tail + block).split("\n")
+        tail = lines.pop()
+        for line in lines:
+            line_no += 1
+            if line.strip():
+                records.append(_json_record(file, line_no, line))
+                if len(records) == rows:
+                    yield pd.DataFrame.from_records(records)
+                    records = []
+    if tail.strip():
+        records.append(_json_record(file, line_no + 1, tail))
+    if records:
+        yield pd.DataFrame.from_records(records)
+    elif text.blank:
+        raise DoclifeError(f"{file.path}: empty file")
 
 
-def _read_parquet(source: Path) -> pd.DataFrame:
+def _json_record(file: SourceFile, line_no: int, line: str) -> dict[str, object]:
     try:
-        return pd.read_parquet(source)
-    except Exception as err:  # pyarrow raises many unrelated types for a damaged file
-        raise DoclifeError(f"{source}: cannot read as Parquet: {_one_line(err)}") from None
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DoclifeError(f"{file.path}: line {line_no} is not valid JSON ({err.msg})") from None
+    if not isinstance(record, dict):
+        raise DoclifeError(f"{file.path}: line {line_no} is a JSON {type(record).__name__}, expected an object")
+    return {key: _json_scalar(value) for key, value in record.items()}
+
+
+def _parquet_batches(file: SourceFile, rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        parquet = pq.ParquetFile(file.path, pre_buffer=False)
+        if parquet.metadata.num_rows == 0:
+            raise DoclifeError(f"{file.path}: no rows (columns: {', '.join(parquet.schema_arrow.names)})")
+        for batch in parquet.iter_batches(batch_size=rows):
+            yield batch.to_pandas()
+    except (OSError, pa.ArrowException) as err:  # pyarrow raises many types for a damaged file
+        raise DoclifeError(f"{file.path}: cannot read as Parquet: {_one_line(err)}") from None
 
 
 def _is_missing(value: object) -> bool:
@@ -132,12 +194,10 @@ def _sha1_hex(values: pd.Series) -> pd.Series:
     return values.map(lambda v: hashlib.sha1(v.encode("utf-8")).hexdigest())
 
 
-def _doc_ids(text: pd.Series, source_row: pd.Series) -> pd.Series:
+def _base_ids(text: pd.Series, source_row: pd.Series) -> pd.Series:
+    """The first 16 hex digits of the text's sha1 (of "row:N" for a null text); repeats are suffixed later."""
     key = text.where(text.notna(), "row:" + source_row.astype(str))
-    base = _sha1_hex(key).str[:16]
-    # The k-th repeat of the same id gets "~k", so ids stay unique and the first copy keeps the plain hash.
-    repeat = base.groupby(base).cumcount()
-    return base.where(repeat == 0, base + "~" + repeat.astype(str))
+    return _sha1_hex(key).str[:16]
 
 
 def hash_splits(text: pd.Series, source_row: pd.Series, validation_fraction: float, test_fraction: float) -> pd.Series:
@@ -166,96 +226,183 @@ def _column_splits(source: Path, column: str, values: pd.Series) -> pd.Series:
     return cleaned
 
 
-def _column_ids(source: Path, column: str, values: pd.Series) -> pd.Series:
-    if values.isna().any():
-        raise DoclifeError(f"{source}: id column {column!r} is empty in row {int(values.isna().to_numpy().argmax())}")
-    dup = values.duplicated(keep=False)
-    if dup.any():
-        first = values[dup].iloc[0]
-        rows = values.index[values == first].tolist()[:3]
-        raise DoclifeError(f"{source}: id column {column!r} has duplicate value {first!r} (rows {', '.join(map(str, rows))})")
-    return values
-
-
-def _read_file(cfg: IngestConfig, file: SourceFile) -> pd.DataFrame:
-    """One file's rows as read, with string column names; an empty or unreadable file is a one-line error."""
-    source = file.path
-    if source.stat().st_size == 0:
-        raise DoclifeError(f"{source}: empty file")
+def _raw_batches(cfg: IngestConfig, file: SourceFile, rows: int) -> Iterator[pd.DataFrame]:
+    """One file's rows as read, `rows` at a time, with string column names; an empty or unreadable file is a
+    one-line error."""
+    if file.path.stat().st_size == 0:
+        raise DoclifeError(f"{file.path}: empty file")
     if file.format == "parquet":
-        raw = _read_parquet(source)
+        batches = _parquet_batches(file, rows)
+    elif file.format == "jsonl":
+        batches = _jsonl_batches(file, rows)
     else:
-        text = _decode(source, file.read_bytes())
-        if not text.strip():
-            raise DoclifeError(f"{source}: empty file")
-        raw = _read_jsonl(source, text) if file.format == "jsonl" else _read_delimited(
-            source, text, "," if file.format == "csv" else "\t", file.format, cfg.header)
-    raw.columns = [str(c) for c in raw.columns]
-    if raw.empty:
-        raise DoclifeError(f"{source}: no rows (columns: {', '.join(raw.columns)})")
-    return raw
+        batches = _delimited_batches(file, "," if file.format == "csv" else "\t", cfg.header, rows)
+    empty = None
+    for raw in batches:
+        raw.columns = [str(c) for c in raw.columns]
+        if raw.empty:
+            empty = raw
+            continue
+        yield raw
+        empty = False
+    if empty is not False:
+        columns = ", ".join(empty.columns) if empty is not None else ""
+        raise DoclifeError(f"{file.path}: no rows (columns: {columns})")
 
 
-def _file_columns(cfg: IngestConfig, file: SourceFile, raw: pd.DataFrame) -> pd.DataFrame:
-    """The configured columns of one file, as strings: text, label, and id, split and origin where configured."""
-    def column(name: str, role: str) -> pd.Series:
-        if name not in raw.columns:
+def _file_batches(cfg: IngestConfig, file: SourceFile, rows: int) -> Iterator[pd.DataFrame]:
+    """The configured columns of one file, as strings, `rows` at a time: text, label, and id, split and origin
+    where configured. A JSONL record may leave a key out; a column no row of the file has is an error."""
+    wanted = {"text": (cfg.text_column, "text"), "label": (cfg.label_column, "label"), "id": (cfg.id_column, "id"),
+              "split": (cfg.split_column, "split"), "source": (cfg.source_column, "source")}
+    wanted = {key: spec for key, spec in wanted.items() if spec[0]}
+    seen: set[str] = set()
+    done = 0  # rows of the file before this batch
+    for raw in _raw_batches(cfg, file, rows):
+        seen.update(raw.columns)
+        absent = [(name, role) for name, role in wanted.values() if name not in seen]
+        if absent and file.format != "jsonl":  # every batch of a table has the same columns
+            name, role = absent[0]
             raise DoclifeError(f"{file.path}: no {role} column {name!r} (columns: {', '.join(raw.columns)})")
-        return _as_strings(raw[name]).reset_index(drop=True)
-
-    n = len(raw)
-    table = {"text": column(cfg.text_column, "text"),
-             "label": column(cfg.label_column, "label") if cfg.label_column else pd.Series([None] * n, dtype=object),
-             # Where each document came from: the gate slices its test metrics by it.
-             "source": column(cfg.source_column, "source") if cfg.source_column else pd.Series([file.name] * n, dtype=object)}
-    if cfg.id_column:
-        table["id"] = _column_ids(file.path, cfg.id_column, column(cfg.id_column, "id"))
-    if cfg.split_column:
-        table["split"] = _column_splits(file.path, cfg.split_column, column(cfg.split_column, "split"))
-    return pd.DataFrame(table)
-
-
-def _unique_across_files(source: Path, column: str, ids: pd.Series, files: list[SourceFile],
-                         firsts: np.ndarray) -> pd.Series:
-    """The id column of all files, each already unique in itself: an id in two files is a one-line error."""
-    dup = ids.duplicated(keep=False)
-    if dup.any():
-        first = ids[dup].iloc[0]
-        rows = np.flatnonzero((ids == first).to_numpy())[:2]
-        at = np.searchsorted(firsts, rows, side="right") - 1  # the file of each row
-        places = " and ".join(f"{files[f].name} row {r - firsts[f]}" for f, r in zip(at, rows))
-        raise DoclifeError(f"{source}: id column {column!r} has duplicate value {first!r} ({places})")
-    return ids
+        n = len(raw)
+        table = {key: _as_strings(raw[name]).reset_index(drop=True) if name in raw.columns
+                 else pd.Series([None] * n, dtype=object) for key, (name, _) in wanted.items()}
+        if "label" not in table:
+            table["label"] = pd.Series([None] * n, dtype=object)
+        if "source" not in table:
+            # Where each document came from: the gate slices its test metrics by it.
+            table["source"] = pd.Series([file.name] * n, dtype=object)
+        if "id" in table and table["id"].isna().any():
+            row = done + int(table["id"].isna().to_numpy().argmax())
+            raise DoclifeError(f"{file.path}: id column {cfg.id_column!r} is empty in row {row}")
+        if "split" in table:
+            table["split"] = _column_splits(file.path, cfg.split_column, table["split"])
+        done += n
+        yield pd.DataFrame(table)
+    absent = [(name, role) for name, role in wanted.values() if name not in seen]
+    if absent:
+        name, role = absent[0]
+        raise DoclifeError(f"{file.path}: no {role} column {name!r} (columns: {', '.join(sorted(seen))})")
 
 
-def read_files(cfg: IngestConfig, source: Path | str) -> tuple[pd.DataFrame, list[dict]]:
-    """Read `source` (a file, a directory or a glob) into the canonical table, one row per input row, and
-    describe its files: name, format, compression, rows and the source_row of each file's first row."""
-    files = source_files(source, cfg.format)
-    parts = [_file_columns(cfg, file, _read_file(cfg, file)) for file in files]
-    firsts = np.cumsum([0] + [len(part) for part in parts[:-1]])
-    table = pd.concat(parts, ignore_index=True)
+def _canonical(cfg: IngestConfig, table: pd.DataFrame, first_row: int) -> pd.DataFrame:
+    """A batch in the canonical columns; derived ids are the plain text hash (repeats are suffixed later)."""
     texts = table["text"]
-    source_row = pd.Series(np.arange(len(table), dtype=np.int64))
-    if cfg.id_column:
-        doc_id = _unique_across_files(Path(source), cfg.id_column, table["id"], files, firsts)
-    else:
-        doc_id = _doc_ids(texts, source_row)
+    source_row = pd.Series(np.arange(first_row, first_row + len(table), dtype=np.int64))
+    doc_id = table["id"] if cfg.id_column else _base_ids(texts, source_row)
     split = table["split"] if cfg.split_column else hash_splits(texts, source_row, cfg.validation_fraction,
                                                                  cfg.test_fraction)
-    frame = pd.DataFrame(
-        {
-            "doc_id": doc_id.astype(object),
-            "text": texts.astype(object),
-            "label": table["label"].astype(object),
-            "split": split.astype(object),
-            "source": table["source"].fillna("").astype(object),
-            "source_row": source_row,
-        }
-    )
-    described = [{"file": file.name, "format": file.format, "compression": file.compression, "rows": len(part),
-                  "first_source_row": int(first)} for file, part, first in zip(files, parts, firsts)]
-    return frame, described
+    return pd.DataFrame({"doc_id": doc_id.astype(object), "text": texts.astype(object),
+                         "label": table["label"].astype(object), "split": split.astype(object),
+                         "source": table["source"].fillna("").astype(object), "source_row": source_row})
+
+
+def _where(files: list[SourceFile], firsts: np.ndarray, row: int) -> str:
+    at = int(np.searchsorted(firsts, row, side="right")) - 1  # the file holding this row
+    return f"{files[at].name} row {row - int(firsts[at])}"
+
+
+def _check_unique_ids(cfg: IngestConfig, table: Path, engine: EngineConfig, files: list[SourceFile],
+                      firsts: np.ndarray) -> None:
+    """A configured id column must be unique across the whole source: the first repeated value is an error
+    naming the two rows (file and row in it) that carry it."""
+    first = out_of_core.query("SELECT doc_id, min(source_row) AS a FROM t GROUP BY doc_id HAVING count(*) > 1 "
+                              "ORDER BY a LIMIT 1", engine, table, t=table)
+    if len(first):
+        value, a = first.iloc[0]["doc_id"], int(first.iloc[0]["a"])
+        b = int(out_of_core.query(f"SELECT min(source_row) AS b FROM t WHERE doc_id = '{value.replace(chr(39), chr(39) * 2)}' "
+                                  f"AND source_row > {a}", engine, table, t=table).iloc[0]["b"])
+        place = files[int(np.searchsorted(firsts, a, side="right")) - 1].path
+        raise DoclifeError(f"{place}: id column {cfg.id_column!r} has duplicate value {value!r} "
+                           f"({_where(files, firsts, a)} and {_where(files, firsts, b)})")
+
+
+def _suffix_repeats(table: Path, out_path: Path, engine: EngineConfig) -> None:
+    """Write `table` to `out_path` with the k-th repeat (k >= 1, in source order) of a derived id as "id~k", so
+    ids stay unique and the first copy keeps the plain hash."""
+    repeats = table.with_name("repeats.parquet")
+    out_of_core.query(
+        "SELECT source_row, k FROM (SELECT source_row, row_number() OVER (PARTITION BY doc_id ORDER BY source_row) - 1"
+        " AS k FROM t WHERE doc_id IN (SELECT doc_id FROM t GROUP BY doc_id HAVING count(*) > 1)) WHERE k > 0 "
+        "ORDER BY source_row", engine, table, into=repeats, t=table)
+    if pq.ParquetFile(repeats).metadata.num_rows == 0:
+        os.replace(table, out_path)
+        return
+    with parquet_writer(out_path, SCHEMA) as write:
+        batches = stage_input_batches(table, "ingest", engine.batch_rows)
+        # source_row is the row's position in the table.
+        for batch, found in out_of_core.aligned(repeats, "source_row", batches, engine.batch_rows):
+            if len(found):
+                at = found["source_row"].to_numpy()
+                batch.loc[at, "doc_id"] = batch.loc[at, "doc_id"].to_numpy(object) + ("~" + found["k"].astype(str)).to_numpy(object)
+            write(batch)
+
+
+def _describe(files: list[SourceFile], counts: list[int], firsts: np.ndarray) -> list[dict]:
+    return [{"file": file.name, "format": file.format, "compression": file.compression, "rows": n,
+             "first_source_row": int(first)} for file, n, first in zip(files, counts, firsts)]
+
+
+def ingest(cfg: IngestConfig, source: Path | str, out_path: Path, engine: EngineConfig | None = None) -> dict:
+    """Read `source` (a file, a directory or a glob) and write the canonical table to `out_path` (Parquet,
+    atomically), `engine.batch_rows` rows at a time; the source is only read.
+
+    The summary lists the source's files with the source_row each one starts at: a row's lineage is
+    (file, source_row - that file's first_source_row).
+    """
+    engine = engine or EngineConfig()
+    out_path = Path(out_path)
+    files = source_files(source, cfg.format)
+    counts: list[int] = []
+    splits = dict.fromkeys(SPLITS, 0)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as tmp:
+        draft = Path(tmp) / "draft.parquet"
+        with parquet_writer(draft, SCHEMA) as write:
+            for file in files:
+                counts.append(0)
+                for table in _file_batches(cfg, file, engine.batch_rows):
+                    batch = _canonical(cfg, table, sum(counts))
+                    counts[-1] += len(batch)
+                    for name, n in batch["split"].value_counts().items():
+                        splits[name] += int(n)
+                    write(batch)
+        firsts = np.cumsum([0] + counts[:-1])
+        if cfg.id_column:
+            _check_unique_ids(cfg, draft, engine, files, firsts)
+            os.replace(draft, out_path)
+        else:
+            _suffix_repeats(draft, out_path, engine)
+    formats = sorted({f.format for f in files})
+    return {
+        "source": str(source),
+        "format": formats[0] if len(formats) == 1 else "mixed",
+        "rows": int(sum(counts)),
+        "splits": splits,
+        "files": _describe(files, counts, firsts),
+        "output": str(out_path),
+    }
+
+
+def read_files(cfg: IngestConfig, source: Path | str, engine: EngineConfig | None = None
+               ) -> tuple[pd.DataFrame, list[dict]]:
+    """Read `source` (a file, a directory or a glob) into the canonical table in memory, one row per input row,
+    as ingest writes it, and describe its files: name, format, compression, rows and the source_row of each
+    file's first row."""
+    with tempfile.TemporaryDirectory(prefix="doclife-ingest-") as tmp:
+        summary = ingest(cfg, source, Path(tmp) / "ingested.parquet", engine)
+        return pd.read_parquet(Path(tmp) / "ingested.parquet"), summary["files"]
+
+
+def label_counts(cfg: IngestConfig, source: Path | str, engine: EngineConfig | None = None) -> pd.Series:
+    """How often each label occurs in `source`, most frequent first (the configured columns are checked on the
+    way), read `engine.batch_rows` rows at a time."""
+    engine = engine or EngineConfig()
+    counts = pd.Series(dtype="int64")
+    for file in source_files(source, cfg.format):
+        for table in _file_batches(cfg, file, engine.batch_rows):
+            counts = counts.add(table["label"].dropna().value_counts(), fill_value=0)
+    return counts.astype("int64").sort_values(ascending=False, kind="stable")
 
 
 def read_source(cfg: IngestConfig, source: Path | str) -> pd.DataFrame:
@@ -267,22 +414,3 @@ def split_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Rows per split, always listing train, validation and test (0 when absent)."""
     counts = frame["split"].value_counts()
     return {name: int(counts.get(name, 0)) for name in SPLITS}
-
-
-def ingest(cfg: IngestConfig, source: Path | str, out_path: Path) -> dict:
-    """Read `source` and write the canonical table to `out_path` (Parquet, atomically); the source is only read.
-
-    The summary lists the source's files with the source_row each one starts at: a row's lineage is
-    (file, source_row - that file's first_source_row).
-    """
-    frame, files = read_files(cfg, source)
-    write_parquet(out_path, frame)
-    formats = sorted({f["format"] for f in files})
-    return {
-        "source": str(source),
-        "format": formats[0] if len(formats) == 1 else "mixed",
-        "rows": int(len(frame)),
-        "splits": split_counts(frame),
-        "files": files,
-        "output": str(out_path),
-    }

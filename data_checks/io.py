@@ -10,12 +10,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 class DoclifeError(Exception):
@@ -85,6 +87,10 @@ def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _unreadable(path: Path, err: BaseException) -> DoclifeError:
+    return DoclifeError(f"{path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}")
+
+
 def read_stage_input(path: Path | str, stage: str) -> pd.DataFrame:
     """A Parquet table an earlier stage wrote; a missing or damaged file is a one-line error naming that stage."""
     path = Path(path)
@@ -93,7 +99,46 @@ def read_stage_input(path: Path | str, stage: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as err:  # pyarrow raises many unrelated types for a damaged file
-        raise DoclifeError(f"{path}: cannot read as Parquet: {' '.join(str(err).split())[:300]}") from None
+        raise _unreadable(path, err) from None
+
+
+def stage_input_batches(path: Path | str, stage: str, rows: int, columns: list[str] | None = None
+                        ) -> Iterator[pd.DataFrame]:
+    """The table an earlier stage wrote, `rows` rows at a time, each batch indexed by its rows' positions in the
+    whole table; a missing or damaged file is a one-line error naming that stage (a missing one at once)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DoclifeError(f"{path}: file not found (run the {stage} stage first)")
+    try:
+        # pre_buffer keeps every row group it read cached: memory would grow with the table (pyarrow 26).
+        parquet = pq.ParquetFile(path, pre_buffer=False)
+    except (OSError, pa.ArrowException) as err:
+        raise _unreadable(path, err) from None
+
+    def batches() -> Iterator[pd.DataFrame]:
+        start = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+                frame = batch.to_pandas()
+                frame.index = pd.RangeIndex(start, start + len(frame))
+                start += len(frame)
+                yield frame
+        except (OSError, pa.ArrowException) as err:
+            raise _unreadable(path, err) from None
+
+    return batches()
+
+
+@contextmanager
+def parquet_writer(path: Path | str, schema: pa.Schema) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """Yield `write(frame)`, which appends a batch of rows to `path` in `schema`; the file appears, whole, only
+    when the block succeeds (an empty file still has the schema)."""
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(tmp, schema)
+        try:
+            yield lambda frame: writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+        finally:
+            writer.close()
 
 
 def write_parquet(path: Path | str, frame: pd.DataFrame) -> None:

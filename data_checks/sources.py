@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +31,18 @@ class SourceFile:
     format: str
     compression: str | None  # a pyarrow codec name, or None for a plain file
 
-    def read_bytes(self) -> bytes:
-        """The file's content, decompressed; a damaged archive is a one-line error naming the file."""
-        if self.compression is None:
-            return self.path.read_bytes()
+    def blocks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The file's content, decompressed, `size` bytes at a time; a damaged archive is a one-line error
+        naming the file."""
         import pyarrow as pa
 
         try:
             with pa.input_stream(str(self.path), compression=self.compression) as stream:
-                return stream.read()
+                while block := stream.read(size):
+                    yield block
         except (OSError, pa.ArrowException) as err:
-            raise DoclifeError(f"{self.path}: cannot decompress as {self.compression}: {first_line(err)}") from None
+            what = f"decompress as {self.compression}" if self.compression else "read"
+            raise DoclifeError(f"{self.path}: cannot {what}: {first_line(err)}") from None
 
 
 def is_glob(source: str | Path) -> bool:

@@ -36,13 +36,13 @@ def _sample(p: Params, at: Layout) -> dict[str, Any]:
 def _ingest(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.ingest import ingest
 
-    return ingest(p.ingest, at.root / p.ingest.source, at.ingested)
+    return ingest(p.ingest, at.root / p.ingest.source, at.ingested, p.engine)
 
 
 def _clean(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.clean import clean
 
-    return clean(p.clean, at.ingested, at.cleaned, at.clean_report, at.clean_summary)
+    return clean(p.clean, at.ingested, at.cleaned, at.clean_report, at.clean_summary, p.engine)
 
 
 def _validate(p: Params, at: Layout) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def _validate(p: Params, at: Layout) -> dict[str, Any]:
 def _snapshot(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.snapshot import snapshot
 
-    return snapshot(at.validated, at.validation_summary, at.snapshot, p.validate.drift)
+    return snapshot(at.validated, at.validation_summary, at.snapshot, p.validate.drift, p.snapshot, p.engine)
 
 
 def _base(p: Params, at: Layout) -> BaseCheckpoint | None:

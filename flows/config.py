@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from data_checks.clean import CleanConfig
-from data_checks.config import IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
+from data_checks.config import EngineConfig, IngestConfig, SampleConfig, SnapshotConfig, ValidateConfig
 from data_checks.io import DoclifeError, atomic_path, first_line
 from data_checks.sources import require_trackable
 from flows.policy import PromoteConfig  # the promote section lives with the gate
@@ -41,6 +41,7 @@ class ScheduleConfig:
 class Params:
     """Every stage's configuration, as read from one `params.yaml`."""
 
+    engine: EngineConfig
     sample: SampleConfig
     ingest: IngestConfig
     clean: CleanConfig

@@ -35,12 +35,13 @@ _TRAINING = ("lightning_modules.train", "lightning_modules.callbacks", "lightnin
              "lightning_modules.snapshot", "lightning_modules.token_shards", "data_checks.snapshot")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "sample": ("data_checks.sample_corpus",),
-    "ingest": ("data_checks.ingest", "data_checks.sources"),
-    "clean": ("data_checks.clean", "data_checks.core_rules", "data_checks.rulebook"),
+    "ingest": ("data_checks.ingest", "data_checks.sources", "data_checks.out_of_core"),
+    "clean": ("data_checks.clean", "data_checks.core_rules", "data_checks.rulebook", "data_checks.ingest",
+              "data_checks.sources", "data_checks.out_of_core"),
     "validate": ("data_checks.validate", "data_checks.clean", "data_checks.ingest", "data_checks.sources",
-                 "data_checks.expectations", "data_checks.rulebook", "data_checks.core_rules", "data_checks.text_quality",
-                 "data_checks.text_arrays", "data_checks.duplicates", "data_checks.label_noise", "data_checks.drift",
-                 "data_checks.drift_profile"),
+                 "data_checks.out_of_core", "data_checks.expectations", "data_checks.rulebook", "data_checks.core_rules",
+                 "data_checks.text_quality", "data_checks.text_arrays", "data_checks.duplicates", "data_checks.label_noise",
+                 "data_checks.drift", "data_checks.drift_profile"),
     "snapshot": ("data_checks.snapshot", "data_checks.drift_profile"),
     # With pretrain.init_from, tokenize loads the checkpoint's tokenizer (lightning_modules.checkpoint, .model).
     "tokenize": ("lightning_modules.tokenizer", "lightning_modules.token_shards", "lightning_modules.checkpoint",
@@ -135,12 +136,11 @@ def read_labels(source: Path, text_column: str, label_column: str | None) -> tup
     """The label set of `source`, most frequent first, and the values too rare to declare (their rows are
     quarantined as unknown labels rather than failing the class-balance rule); checks the columns are there."""
     from data_checks.config import IngestConfig, ValidateConfig
-    from data_checks.ingest import read_source
+    from data_checks.ingest import label_counts
 
-    frame = read_source(IngestConfig(source=str(source), text_column=text_column, label_column=label_column), source)
+    counts = label_counts(IngestConfig(source=str(source), text_column=text_column, label_column=label_column), source)
     if not label_column:
         return [], []
-    counts = frame["label"].dropna().value_counts()
     if counts.empty:
         raise DoclifeError(f"{source}: label column {label_column!r} is empty")
     declared = counts[counts / counts.sum() >= ValidateConfig().min_label_share]

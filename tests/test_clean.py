@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from data_checks.clean import CleanConfig, clean, clean_frame
+from data_checks.config import EngineConfig
 from data_checks.io import DoclifeError, read_json
 
 # (fix, raw text, cleaned text); a None fix: the text must come out unchanged and unreported.
@@ -53,7 +54,7 @@ def test_exact_duplicates_point_at_the_first_copy_with_the_same_label() -> None:
     texts = ["Same words", "other", "same  WORDS", "same words", "clash", "Clash", None, None]
     labels = ["a", "a", "a", "a", "a", "b", "a", "a"]
     out, report = clean_frame(_frame(texts, labels), CleanConfig())
-    assert out["duplicate_of"].tolist() == [None, None, "d0", "d0", None, None, None, None]
+    assert out["duplicate_of"].fillna("-").tolist() == ["-", "-", "d0", "d0", "-", "-", "-", "-"]
     drops = report[report["fix"] == "duplicate_exact"]
     assert drops["source_row"].tolist() == [2, 3] and drops["detail"].str.contains("doc d0 \\(source row 0\\)").all()
 
@@ -81,3 +82,28 @@ def test_clean_writes_table_report_and_summary(tmp_path: Path) -> None:
 def test_bad_unicode_form_is_a_one_line_error() -> None:
     with pytest.raises(DoclifeError, match="clean: unicode_form"):
         CleanConfig(unicode_form="NFX")
+
+
+def test_batches_of_any_size_give_the_same_tables(tmp_path: Path) -> None:
+    # Copies across batch boundaries, a conflicting pair, and copies in another split.
+    texts = ["Same words", "other", "same  WORDS", "\ufeffclash", "Clash", "same words", None, "other "] * 3
+    labels = ["a", "a", "a", "a", "b", "a", "a", "a"] * 3
+    frame = _frame(texts, labels)
+    frame.loc[16:, "split"] = "test"
+    ingested = tmp_path / "ingested.parquet"
+    frame.to_parquet(ingested)
+    outputs = {}
+    for rows in (100_000, 3):
+        out = tmp_path / str(rows)
+        summary = clean(CleanConfig(), ingested, out / "c.parquet", out / "r.parquet", out / "s.json",
+                        EngineConfig(batch_rows=rows))
+        outputs[rows] = (summary, pd.read_parquet(out / "c.parquet"), pd.read_parquet(out / "r.parquet"))
+        assert sorted(p.name for p in out.iterdir()) == ["c.parquet", "r.parquet", "s.json"]
+    (summary, cleaned, report), (summary_3, cleaned_3, report_3) = outputs[100_000], outputs[3]
+    pd.testing.assert_frame_equal(cleaned, cleaned_3)
+    pd.testing.assert_frame_equal(report, report_3)
+    assert {k: v for k, v in summary.items() if k != "outputs"} == {k: v for k, v in summary_3.items() if k != "outputs"}
+    assert summary["duplicates_dropped"] == 11 and summary["fixes"]["bom"] == 3
+    # Later copies point at the first copy of their split; the conflicting pair stays unmarked.
+    assert cleaned["duplicate_of"].fillna("-").tolist()[:8] == ["-", "-", "d0", "-", "-", "d0", "-", "d1"]
+    assert cleaned.loc[16:, "duplicate_of"].fillna("-").tolist() == ["-", "-", "d16", "-", "-", "d16", "-", "d17"]

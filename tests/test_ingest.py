@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data_checks.config import IngestConfig
+from data_checks.config import EngineConfig, IngestConfig
 from data_checks.ingest import CANONICAL_COLUMNS, ingest, read_source
 from data_checks.io import DoclifeError
 
@@ -200,3 +200,58 @@ def test_bad_split_and_id_columns(tmp_path: Path) -> None:
     path = _write(tmp_path / "s.csv", rows, "csv")
     assert "holdout" in _error(IngestConfig(split_column="part"), path)
     assert "duplicate" in _error(IngestConfig(id_column="uid"), path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batches: a stage holds engine.batch_rows rows at a time; the table it writes does not depend on that.
+
+
+def _ingested(cfg: IngestConfig, source: Path, out: Path, batch_rows: int) -> pd.DataFrame:
+    ingest(cfg, source, out, EngineConfig(batch_rows=batch_rows))
+    # Nothing of the work (drafts, DuckDB's spill) is left beside the output.
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    return pd.read_parquet(out)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_batches_of_any_size_give_the_same_table(tmp_path: Path, fmt: str) -> None:
+    texts = [f"review {i % 7}" for i in range(40)] + [None, None]  # repeats within and across batches
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for part in range(3):
+        _write(folder / f"part-{part}.{fmt}", [{"text": t, "label": "a"} for t in texts[part::3]], fmt)
+    whole = _ingested(IngestConfig(), folder, tmp_path / "whole" / "ingested.parquet", 100_000)
+    batched = _ingested(IngestConfig(), folder, tmp_path / "batched" / "ingested.parquet", 4)
+    pd.testing.assert_frame_equal(whole, batched)
+    # The k-th repeat of a text, in source order across files and batches, gets "~k".
+    base = whole["doc_id"].str.split("~").str[0]
+    assert whole["doc_id"].is_unique and (whole.groupby(base).cumcount() == whole["doc_id"].str.split("~").str[1]
+                                          .fillna("0").astype(int)).all()
+
+
+def test_an_id_repeated_in_a_later_batch_names_both_rows(tmp_path: Path) -> None:
+    rows = [{"id": f"x{i}", "text": f"t{i}", "label": "a"} for i in range(9)] + [{"id": "x2", "text": "late", "label": "a"}]
+    path = _write(tmp_path / "ids.csv", rows, "csv")
+    with pytest.raises(DoclifeError, match=r"ids.csv: id column 'id' has duplicate value 'x2' \(ids.csv row 2 and ids.csv row 9\)"):
+        ingest(IngestConfig(id_column="id"), path, tmp_path / "out" / "ingested.parquet", EngineConfig(batch_rows=3))
+    assert not (tmp_path / "out" / "ingested.parquet").exists()
+
+
+def test_a_jsonl_key_first_seen_in_a_later_batch_is_a_column(tmp_path: Path) -> None:
+    path = tmp_path / "late.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", **({"label": "b"} if i >= 5 else {})}) + "\n" for i in range(8)),
+                    encoding="utf-8")
+    frame = _ingested(IngestConfig(), path, tmp_path / "out" / "ingested.parquet", 2)
+    assert frame["label"].fillna("-").tolist() == ["-"] * 5 + ["b"] * 3
+    path.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(8)), encoding="utf-8")
+    with pytest.raises(DoclifeError, match=r"late.jsonl: no label column 'label' \(columns: text\)"):
+        ingest(IngestConfig(), path, tmp_path / "out2" / "ingested.parquet", EngineConfig(batch_rows=2))
+
+
+def test_a_bad_byte_past_the_first_block_names_its_offset(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    head = ("text,label\n" + "".join(f"文档 {i} 的内容,a\n" for i in range(120_000))).encode("utf-8")
+    assert len(head) > 2 << 20  # the file is decoded a megabyte at a time
+    path.write_bytes(head + b"caf\xe9,a\n")
+    message = _error(IngestConfig(), path)
+    assert f"byte 0xe9 at offset {len(head) + 3}" in message

@@ -9,7 +9,8 @@ import pytest
 
 from data_checks import snapshot as snap
 from data_checks.io import DoclifeError, read_json, write_json
-from data_checks.snapshot import content_hash, load_split, read_manifest, snapshot
+from data_checks.config import EngineConfig, SnapshotConfig
+from data_checks.snapshot import content_hash, load_split, read_manifest, shard_of, snapshot
 
 
 def _validated(n: int = 30) -> pd.DataFrame:
@@ -62,11 +63,17 @@ def test_manifest_and_sorted_corpus(tmp_path: Path) -> None:
         "labels": {"food": 10, "sports": 10, "travel": 10},
         "rows_in": 35,
         "quarantined": 5,
+        "shards": {"count": 64, "written": len(set(shard_of(frame["doc_id"], 64)))},
     }
     assert read_manifest(tmp_path / "snap") == manifest
     corpus = pd.read_parquet(tmp_path / "snap" / "corpus.parquet")
-    assert corpus["doc_id"].tolist() == sorted(frame["doc_id"])
+    assert sorted(corpus["doc_id"]) == sorted(frame["doc_id"])
     assert list(corpus.columns) == ["doc_id", "text", "label", "split", "source", "source_row"]
+    for part in sorted((tmp_path / "snap" / "corpus.parquet").iterdir()):
+        rows = pd.read_parquet(part)
+        # Each shard holds the documents its name says, in doc_id order.
+        assert (shard_of(rows["doc_id"], 64) == int(part.stem.removeprefix("part-"))).all()
+        assert rows["doc_id"].tolist() == sorted(rows["doc_id"])
     train = load_split(tmp_path / "snap", "train")
     assert len(train) == manifest["splits"]["train"] and set(train["split"]) == {"train"}
     with pytest.raises(DoclifeError, match="unknown split"):
@@ -78,16 +85,39 @@ def test_output_is_deterministic(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = snapshot(*_inputs(tmp_path / "a", frame), tmp_path / "a" / "snap")
-    second = snapshot(*_inputs(tmp_path / "b", frame.iloc[::-1]), tmp_path / "b" / "snap")
+    # Another row order, read in batches of 7 rows: the same bytes.
+    second = snapshot(*_inputs(tmp_path / "b", frame.iloc[::-1]), tmp_path / "b" / "snap",
+                      engine=EngineConfig(batch_rows=7))
     assert first == second
-    for name in ("corpus.parquet", "manifest.json"):
-        assert (tmp_path / "a" / "snap" / name).read_bytes() == (tmp_path / "b" / "snap" / name).read_bytes()
+    assert _files(tmp_path / "a" / "snap") == _files(tmp_path / "b" / "snap")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_changed_document_rewrites_only_its_own_shard(tmp_path: Path) -> None:
+    frame = _validated(200)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    before = snapshot(*_inputs(tmp_path / "a", frame), tmp_path / "a" / "snap", cfg=SnapshotConfig(shards=8))
+    changed = frame.copy()
+    changed.loc[17, "text"] = "an edited text"
+    added = pd.DataFrame([{**frame.iloc[0].to_dict(), "doc_id": "new-doc", "text": "a new text", "source_row": 200}])
+    after = snapshot(*_inputs(tmp_path / "b", pd.concat([changed, added], ignore_index=True)), tmp_path / "b" / "snap",
+                     cfg=SnapshotConfig(shards=8))
+    old, new = _files(tmp_path / "a" / "snap"), _files(tmp_path / "b" / "snap")
+    touched = {f"corpus.parquet/part-{k:04d}.parquet" for k in shard_of(pd.Series([frame.loc[17, "doc_id"], "new-doc"]), 8)}
+    shards = {name for name in old if name.startswith("corpus.parquet/")}
+    assert len(shards) == 8 and 1 <= len(touched) <= 2
+    assert {name for name in shards if old[name] != new[name]} == touched
+    assert before["content_sha256"] != after["content_sha256"] and after["rows"] == 201
 
 
 def test_failure_midway_keeps_the_old_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "snap"
     old = snapshot(*_inputs(tmp_path, _validated(30)), out)
-    old_bytes = {p.name: p.read_bytes() for p in out.iterdir()}
+    old_bytes = _files(out)
 
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
@@ -95,7 +125,7 @@ def test_failure_midway_keeps_the_old_snapshot(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(snap, "write_json", broken)
     with pytest.raises(OSError, match="disk full"):
         snapshot(*_inputs(tmp_path, _validated(20)), out)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == old_bytes
+    assert _files(out) == old_bytes
     assert read_manifest(out) == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap", "summary.json", "validated.parquet"]
 
