@@ -84,7 +84,7 @@ bench-data: install  ## cleaning + validation on every shared corpus, 1M documen
 	$(BIN)/python -m bench.data
 	$(BIN)/python -m bench.datatrove_compare
 
-bench-scale: install  ## pretraining data at 100k and 10M generated documents (tokenize, first step, RSS; shards vs in memory); the data stages on 1M and 2M documents in compressed shards
+bench-scale: install  ## pretraining data at 100k and 10M generated documents (tokenize, first step, RSS; shards vs in memory); the data stages on 1M and 10M documents in compressed shards, and a new 5% file
 	$(BIN)/python -m bench.pretrain_scale
 	$(BIN)/python -m bench.data_scale
 

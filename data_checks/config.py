@@ -44,7 +44,7 @@ class EngineConfig:
 
     batch_rows: int = 100_000
     """Rows a data stage holds at a time; its peak memory grows with this, not with the corpus."""
-    memory_limit_mb: int = 256
+    memory_limit_mb: int = 128
     """Memory the corpus-wide grouping (DuckDB: repeated ids, exact duplicates) may take before it spills
     to a temporary directory beside the stage's output."""
 

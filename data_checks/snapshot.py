@@ -39,6 +39,7 @@ SNAPSHOT_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
 SNAPSHOT_SCHEMA = pa.schema([(name, pa.int64() if name == "source_row" else pa.string()) for name in SNAPSHOT_COLUMNS])
 CORPUS_FILE = "corpus.parquet"
 """The snapshot's rows: a directory of shards (a single Parquet file is read the same way)."""
+SHARD_ROW_GROUP = 16_384
 MANIFEST_FILE = "manifest.json"
 PROFILE_FILE = "drift_profile.json"
 """The snapshot's profile: the next validation measures drift against it."""
@@ -111,10 +112,11 @@ def _write_shards(batches: Iterator[pd.DataFrame], corpus_dir: Path, spill_dir: 
             writer.close()
     written = []
     for k in sorted(writers):
-        # Only the rows decide the bytes: no pandas metadata, one row group, the same codec every time.
+        # Only the rows decide the bytes: no pandas metadata, fixed row groups, the same codec every time. Row
+        # groups of SHARD_ROW_GROUP rows let a reader (the hash's merge of every shard at once) hold one each.
         rows = pq.read_table(spill_dir / f"{k}.parquet").sort_by("doc_id").replace_schema_metadata(None)
         path = corpus_dir / f"part-{k:04d}.parquet"
-        pq.write_table(rows, path, row_group_size=max(rows.num_rows, 1), compression="zstd")
+        pq.write_table(rows, path, row_group_size=SHARD_ROW_GROUP, compression="zstd")
         (spill_dir / f"{k}.parquet").unlink()
         written.append(path)
     return written
