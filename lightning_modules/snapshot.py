@@ -1,4 +1,5 @@
-"""Reading a data snapshot: `corpus.parquet` (doc_id, text, label, split, source, source_row) and `manifest.json`."""
+"""Reading a data snapshot: `corpus.parquet` (doc_id, text, label, split, source, source_row; a directory of
+shards, or one file) and `manifest.json`."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def load_manifest(snapshot_dir: Path) -> dict[str, Any]:
 def read_split(snapshot_dir: Path, splits: Iterable[str]) -> pd.DataFrame:
     """Rows of the snapshot whose `split` is in `splits`, in file order, index reset."""
     path = Path(snapshot_dir) / CORPUS_FILE
-    if not path.is_file():
+    if not path.exists():
         raise DoclifeError(f"{path}: missing snapshot corpus (run the snapshot stage first)")
     frame = pd.read_parquet(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -43,13 +44,14 @@ def read_split(snapshot_dir: Path, splits: Iterable[str]) -> pd.DataFrame:
 
 def iter_split(snapshot_dir: Path, splits: Iterable[str], columns: Iterable[str] = REQUIRED_COLUMNS,
                batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
-    """The rows of `splits` in file order (doc_id order), `batch_rows` at a time, with only `columns`.
+    """The rows of `splits` in file order (shard by shard, each in doc_id order), `batch_rows` at a time, with
+    only `columns`.
 
     Memory is bounded by the batch, not the snapshot: the stages that read a whole split (tokenize's
     encoding, finetuning's index, evaluation) read it through this.
     """
     path = Path(snapshot_dir) / CORPUS_FILE
-    if not path.is_file():
+    if not path.exists():
         raise DoclifeError(f"{path}: missing snapshot corpus (run the snapshot stage first)")
     columns = list(dict.fromkeys(columns))
     dataset = ds.dataset(path, format="parquet")
