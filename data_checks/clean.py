@@ -134,7 +134,7 @@ firsts AS (SELECT _key, split, min(_pos) AS first_pos FROM keyed WHERE _key IN (
            GROUP BY _key, split HAVING count(*) > 1)
 SELECT k._pos AS pos, d.doc_id AS first_id, d.source_row AS first_source_row
 FROM keyed k JOIN firsts f ON k._key = f._key AND k.split = f.split JOIN t d ON d._pos = f.first_pos
-WHERE k._pos > f.first_pos ORDER BY pos
+WHERE k._pos > f.first_pos AND {marking} ORDER BY pos
 """
 
 
@@ -190,9 +190,9 @@ def _clean_table(cfg: CleanConfig, batches: Iterator[pd.DataFrame], cleaned_path
             for batch in batches:
                 write(_clean_batch(batch, cfg, rows))
                 rows += len(batch)
-        later = _LATER_COPIES if cfg.drop_exact_duplicates else "SELECT pos, first_id, first_source_row FROM " \
-            "(SELECT _pos AS pos, doc_id AS first_id, source_row AS first_source_row FROM t) WHERE false"
-        out_of_core.query(later, engine, cleaned_path, into=copies, t=draft)
+        # With drop_exact_duplicates off the query still runs, so the second pass has its (empty) result to read.
+        marking = "true" if cfg.drop_exact_duplicates else "false"
+        out_of_core.query(_LATER_COPIES.format(marking=marking), engine, cleaned_path, into=copies, t=draft)
         with parquet_writer(cleaned_path, CLEANED_SCHEMA) as write_cleaned, \
                 parquet_writer(report_path, REPORT_SCHEMA) as write_report:
             drafts = stage_input_batches(draft, "clean", engine.batch_rows)

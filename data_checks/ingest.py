@@ -408,9 +408,3 @@ def label_counts(cfg: IngestConfig, source: Path | str, engine: EngineConfig | N
 def read_source(cfg: IngestConfig, source: Path | str) -> pd.DataFrame:
     """Read `source` (a file, a directory or a glob) into the canonical table; one row per input row."""
     return read_files(cfg, source)[0]
-
-
-def split_counts(frame: pd.DataFrame) -> dict[str, int]:
-    """Rows per split, always listing train, validation and test (0 when absent)."""
-    counts = frame["split"].value_counts()
-    return {name: int(counts.get(name, 0)) for name in SPLITS}

@@ -18,7 +18,7 @@ import heapq
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,7 +94,7 @@ def shard_of(doc_ids: pd.Series, shards: int) -> np.ndarray:
 
 
 def _write_shards(batches: Iterator[pd.DataFrame], corpus_dir: Path, spill_dir: Path, shards: int,
-                  on_batch: callable) -> list[Path]:
+                  on_batch: Callable[[pd.DataFrame], None]) -> list[Path]:
     """Spill every batch's rows to their shards, then sort each shard by doc_id into `corpus_dir`; the shards
     written (only non-empty ones), in name order."""
     writers: dict[int, pq.ParquetWriter] = {}
