@@ -19,8 +19,9 @@ is flagged, so evaluation text stays where it is and training never sees it.
 The sketch is one-permutation MinHash: one 64-bit hash per shingle picks one of `num_bands * rows_per_band`
 bins and competes for its minimum, so the cost grows with the shingles, not with shingles x bins. It is
 computed with numpy over `chunk_rows` texts at a time (rolling hashes over the concatenated code points);
-across chunks only a 64-bit key, the band hashes and 8 bits per bin of each row are kept (about 270 bytes a
-row with the defaults). Bands are hashed after filling each empty bin from the next non-empty one, so short
+across chunks only a 64-bit key, the band hashes and 8 bits per bin of each row are kept (`Sketches`: about
+110 bytes a row in memory with the defaults; the band hashes, 160 bytes a row, can go to disk, one file per
+band, since the LSH pass reads one band at a time). Bands are hashed after filling each empty bin from the next non-empty one, so short
 texts still fall into buckets; two texts sharing a bucket are kept when their Jaccard similarity, estimated
 from the bins not empty in both, reaches `threshold`.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -129,37 +131,118 @@ def find_duplicates(frame: pd.DataFrame, cfg: DuplicatesConfig | None = None) ->
     texts that carries more than one label.
     """
     cfg = cfg or DuplicatesConfig()
-    n = len(frame)
-    out = {name: np.full(n, -1, np.int64) for name in MEASURES if name != "near_duplicate_similarity"}
-    similarity = np.full(n, np.nan)
-    text = frame["text"]
-    key, bands, sig8 = _sketch_all(text, cfg)
-    valid = np.flatnonzero(key != 0)  # key 0 marks null or blank text
-    if valid.size:
-        _measure(frame, cfg, valid, key[valid], bands, sig8, out, similarity)
+    sketches = Sketches(cfg, len(frame))
+    sketches.add(frame["text"])
+    out = measure_duplicates(sketches, codes(frame, "split"), codes(frame, "label")[0])
     result = pd.DataFrame(index=frame.index)
     for name in MEASURES:
-        if name == "near_duplicate_similarity":
-            result[name] = pd.arrays.FloatingArray(similarity, np.isnan(similarity))
-        else:
-            result[name] = pd.arrays.IntegerArray(out[name], out[name] < 0)  # -1: not applicable
+        values = out[name]
+        missing = np.isnan(values) if name == "near_duplicate_similarity" else values < 0  # -1: not applicable
+        result[name] = (pd.arrays.FloatingArray(values, missing) if name == "near_duplicate_similarity"
+                        else pd.arrays.IntegerArray(values.astype(np.int64), missing))
     return result
+
+
+def codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, list]:
+    """Integer codes of frame[column] (-1 for null, and everywhere when there is no such column) and the values
+    they stand for."""
+    if column not in frame:
+        return np.full(len(frame), -1, np.int64), []
+    found, uniques = pd.factorize(frame[column])
+    return found.astype(np.int64), list(uniques)
+
+
+class Sketches:
+    """The key and sketch of every text of a corpus, added batch by batch in row order.
+
+    The 8-bit signatures stay in memory (num_perm bytes a row: they are read at random when candidate pairs
+    are verified). The band hashes (8 bytes a band a row) go, with `spill_dir`, to one file per band, because
+    the LSH pass reads one band at a time: a corpus's band hashes never need to be in memory together.
+    """
+
+    def __init__(self, cfg: DuplicatesConfig, rows: int, spill_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.rows = rows
+        self.key = np.zeros(rows, _U64)  # 0: null or blank text
+        self.sig8 = np.full((rows, cfg.num_perm), _NO_BYTE, np.uint8)
+        self._hashes = _Hashes.make(cfg)
+        self._filled = 0
+        self._spill = None if spill_dir is None else [Path(spill_dir) / f"band-{b:04d}.u64" for b in range(cfg.num_bands)]
+        self._bands = np.zeros((rows, cfg.num_bands), _U64) if self._spill is None else None
+        if self._spill is not None:
+            for path in self._spill:
+                path.write_bytes(b"")
+
+    def add(self, text: pd.Series) -> None:
+        """Sketch the next len(text) rows."""
+        column = _as_arrow(text)
+        for lo in range(0, len(column), self.cfg.chunk_rows):
+            self._add_chunk(column.slice(lo, self.cfg.chunk_rows))
+
+    def _add_chunk(self, chunk: pa.Array) -> None:
+        at = self._filled
+        self._filled += len(chunk)
+        bands = np.zeros((len(chunk), self.cfg.num_bands), _U64)
+        present = np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
+        if present.size:
+            cp, lens = _normalise(chunk.take(present) if present.size < len(chunk) else chunk)
+            keys = _key_hash(cp, lens, self._hashes)
+            sig = _signature(cp, lens, keys, self.cfg, self._hashes)
+            self.key[at + present] = keys
+            # 8 bits per bin are enough to estimate similarity (b-bit minwise hashing); 255 marks an empty bin.
+            self.sig8[at + present] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
+            bands[present] = _band_hashes(_rotate(sig), self.cfg, self._hashes)
+        if self._spill is None:
+            self._bands[at:at + len(chunk)] = bands
+        else:
+            for band, path in enumerate(self._spill):
+                with path.open("ab") as f:
+                    f.write(np.ascontiguousarray(bands[:, band]).tobytes())
+
+    def band(self, band: int) -> np.ndarray:
+        """(rows,) uint64 hashes of one band."""
+        assert self._filled == self.rows, (self._filled, self.rows)
+        if self._spill is None:
+            return self._bands[:, band]
+        return np.fromfile(self._spill[band], dtype=_U64)
+
+
+def measure_duplicates(sketches: Sketches, split: tuple[np.ndarray, list], label_code: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """Every MEASURES column for every sketched row, as arrays (-1, or NaN for the similarity: not applicable).
+
+    `split` is (code per row, the split each code stands for) and `label_code` a code per row (-1: null), as
+    `codes` makes them. Pointers are int64, flags int8, label counts int32: a few bytes a row in all. The
+    sketches are spent: their signatures are released once the candidate pairs are verified."""
+    n = sketches.rows
+    out = {name: np.full(n, -1, _DTYPES.get(name, np.int8)) for name in MEASURES if name != "near_duplicate_similarity"}
+    out["near_duplicate_similarity"] = np.full(n, np.nan)
+    valid = np.flatnonzero(sketches.key != 0)
+    if valid.size:
+        _measure(sketches, split, label_code, valid, out)
+    return out
+
+
+_DTYPES = {"duplicate_of": np.int64, "near_duplicate_of": np.int64, "leak_of": np.int64,
+           "labels_per_text": np.int32, "labels_per_cluster": np.int32}
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Row-level assembly: from per-row keys and sketches to the measure columns.
 
 
-def _measure(frame: pd.DataFrame, cfg: DuplicatesConfig, rows: np.ndarray, key: np.ndarray, bands: np.ndarray,
-             sig8: np.ndarray, out: dict[str, np.ndarray], similarity: np.ndarray) -> None:
-    # rows: positions of the rows with text; key: their keys. bands, sig8: sketches of every input row.
-    # Texts are numbered in order of first appearance and sketched by their first row.
-    text_id, uniques = pd.factorize(key)
+def _measure(sketches: Sketches, split: tuple[np.ndarray, list], label_code: np.ndarray, rows: np.ndarray,
+             out: dict[str, np.ndarray]) -> None:
+    # rows: positions of the rows with text. Texts are numbered in order of first appearance and sketched by
+    # their first row.
+    text_id, uniques = pd.factorize(sketches.key[rows])
     n_text = len(uniques)
     rep = rows[np.unique(text_id, return_index=True)[1]]
-    ta, tb, sim = _near_pairs(bands, sig8, rep, cfg)
+    ta, tb, sim = _near_pairs(sketches, rep)
+    sketches.sig8 = None  # spent, and the largest part of the sketches: the grouping below needs the room
+    similarity = out["near_duplicate_similarity"]
 
-    split_code, split_names = _codes(frame, "split", rows)  # -1: null or no split column
+    split_code, split_names = split[0][rows], split[1]  # -1: null or no split column
     rank_of = np.array([SPLITS.index(name) if name in SPLITS else -1 for name in split_names] + [-1], np.int64)
     rank = rank_of[split_code]  # 0 train, 1 validation, 2 test, -1 anything else
 
@@ -208,7 +291,7 @@ def _measure(frame: pd.DataFrame, cfg: DuplicatesConfig, rows: np.ndarray, key: 
     out["leak_of"][pos[leak]] = best_pos[text_id[leak]]
 
     # Labels: distinct non-null labels per text, and per near-duplicate cluster (connected texts).
-    label_code, _ = _codes(frame, "label", rows)
+    label_code = label_code[rows]
     per_text = _distinct(text_id, label_code)
     out["labels_per_text"][pos] = per_text
     out["conflicting_label"][pos] = per_text > 1
@@ -218,14 +301,6 @@ def _measure(frame: pd.DataFrame, cfg: DuplicatesConfig, rows: np.ndarray, key: 
     texts_in_cluster = np.bincount(cluster_of_text)[cluster_of_text[text_id]]
     out["labels_per_cluster"][pos] = per_cluster
     out["near_duplicate_conflicting_label"][pos] = (texts_in_cluster > 1) & (per_cluster > 1)
-
-
-def _codes(frame: pd.DataFrame, column: str, rows: np.ndarray) -> tuple[np.ndarray, list]:
-    """Integer codes of frame[column] at `rows` (-1 for null) and the values they stand for."""
-    if column not in frame:
-        return np.full(rows.size, -1, np.int64), []
-    codes, uniques = pd.factorize(frame[column])
-    return codes[rows].astype(np.int64), list(uniques)
 
 
 def _distinct(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -256,20 +331,18 @@ def _estimate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(true_agree / np.maximum(union, 1), 0.0, 1.0)
 
 
-def _near_pairs(bands: np.ndarray, sig8: np.ndarray, rep: np.ndarray,
-                cfg: DuplicatesConfig) -> tuple[np.ndarray, ...]:
-    """Verified near-duplicate text pairs (a < b, estimated Jaccard >= threshold) from LSH buckets.
-
-    bands: (rows, num_bands) uint64 and sig8: (rows, num_perm) uint8 sketches of every input row;
-    rep: the row sketching each text, in text order. Pairs are returned as text numbers.
+def _near_pairs(sketches: Sketches, rep: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Verified near-duplicate text pairs (a < b, estimated Jaccard >= threshold) from LSH buckets, one band
+    at a time. rep: the row sketching each text, in text order. Pairs are returned as text numbers.
     """
+    cfg, sig8 = sketches.cfg, sketches.sig8
     n = rep.size
     found = []
     # Each band's candidates are verified at once and only true pairs kept: on text made of few, common
     # shingles the buckets grow large, and holding every band's candidates would take gigabytes.
     step = 1 << 16  # bounded (pairs, num_perm) temporaries
-    for band in range(bands.shape[1]):
-        keys = bands[rep, band]
+    for band in range(cfg.num_bands):
+        keys = sketches.band(band)[rep]
         order = np.argsort(keys, kind="stable")  # stable: a bucket's members stay in text order
         sorted_keys = keys[order]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
@@ -298,30 +371,6 @@ def _near_pairs(bands: np.ndarray, sig8: np.ndarray, rep: np.ndarray,
 
 # ----------------------------------------------------------------------------------------------------------
 # Text work, one chunk at a time: normalise, key, shingle, sketch.
-
-
-def _sketch_all(text: pd.Series, cfg: DuplicatesConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: the 64-bit key of the normalised text (0 for null/blank), band hashes and 8-bit signature."""
-    n = len(text)
-    key = np.zeros(n, _U64)
-    bands = np.zeros((n, cfg.num_bands), _U64)
-    sig8 = np.full((n, cfg.num_perm), _NO_BYTE, np.uint8)
-    hashes = _Hashes.make(cfg)
-    column = _as_arrow(text)
-    for lo in range(0, n, cfg.chunk_rows):
-        chunk = column.slice(lo, cfg.chunk_rows)
-        present = np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
-        if not present.size:
-            continue
-        cp, lens = _normalise(chunk.take(present) if present.size < len(chunk) else chunk)
-        keys = _key_hash(cp, lens, hashes)
-        sig = _signature(cp, lens, keys, cfg, hashes)
-        at = lo + present
-        key[at] = keys
-        # 8 bits per bin are enough to estimate similarity (b-bit minwise hashing); 255 marks an empty bin.
-        sig8[at] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
-        bands[at] = _band_hashes(_rotate(sig), cfg, hashes)
-    return key, bands, sig8
 
 
 def _as_arrow(text: pd.Series) -> pa.Array:

@@ -15,6 +15,7 @@ text need no tokenizer and no vocabulary: the features of 1M short documents are
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,38 +148,88 @@ def tfidf(counts: sp.csr_matrix, idf: np.ndarray | None = None) -> sp.csr_matrix
 # Rows featurised at a time when predicting: the sparse n-gram matrix of the whole corpus is never held.
 PREDICT_CHUNK = 100_000
 
+TextsAt = Callable[[np.ndarray], pd.Series]
+"""The texts at the given (ascending) row positions, in that order."""
+TextBatches = Callable[[], Iterable[pd.Series]]
+"""The text column batch by batch, in row order, each batch indexed by its rows' positions."""
 
-def out_of_fold_probabilities(texts: pd.Series, codes: np.ndarray, n_labels: int, cfg: LabelNoiseConfig) -> np.ndarray:
-    """(rows, n_labels) probabilities, each row's from a model fit on the folds it is not in.
 
-    Features are built per fit sample and per prediction chunk, so memory follows max_rows and the chunk
-    size rather than the corpus; the idf weights come from the first fold's fit sample.
+@dataclass
+class LabelIssues:
+    """The label-noise measures of every row of a corpus, as compact arrays (a few bytes a row)."""
+
+    issue: np.ndarray
+    """int8: 1 flagged, 0 not, -1 not checked."""
+    suggested: np.ndarray
+    """int16 index into `names` of the suggested label on flagged rows, -1 elsewhere."""
+    confidence: np.ndarray
+    """float32 out-of-fold probability of the given label; NaN on rows not checked."""
+    names: np.ndarray
+    """The labels the model learnt, sorted."""
+
+    @staticmethod
+    def none(rows: int) -> LabelIssues:
+        return LabelIssues(np.full(rows, -1, np.int8), np.full(rows, -1, np.int16), np.full(rows, np.nan, np.float32),
+                           np.array([], dtype=object))
+
+    def frame(self, rows: slice, index: pd.Index) -> pd.DataFrame:
+        """MEASURE_COLUMNS for `rows` (label_issue Int8, suggested_label string, label_confidence float32)."""
+        issue, suggested = self.issue[rows], self.suggested[rows]
+        names = np.append(self.names.astype(object), None)  # code -1 picks the trailing None
+        return pd.DataFrame({
+            "label_issue": pd.arrays.IntegerArray(np.maximum(issue, 0), issue < 0),
+            "suggested_label": pd.array(names[suggested], dtype="string"),
+            "label_confidence": self.confidence[rows],
+        }, index=index)
+
+
+def out_of_fold_probabilities(positions: np.ndarray, codes: np.ndarray, n_labels: int, cfg: LabelNoiseConfig,
+                              texts_at: TextsAt, text_batches: TextBatches) -> np.ndarray:
+    """(len(positions), n_labels) probabilities of the rows at `positions`, each from a model fit on the folds
+    it is not in.
+
+    Only the fit samples' texts are read at once (max_rows per fold); predictions are made batch by batch as
+    the text column streams past, so memory follows max_rows and the batch size rather than the corpus. The
+    idf weights come from the first fold's fit sample.
     """
     from sklearn.linear_model import SGDClassifier
     from sklearn.model_selection import StratifiedKFold
 
-    probs = np.zeros((len(codes), n_labels), np.float32)
     rng = np.random.default_rng(cfg.seed)
     folds = StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed)
-    splits = []
-    for train, held_out in folds.split(np.zeros(len(codes)), codes):
+    fold_of = np.empty(len(codes), np.int8)
+    fits = []
+    for k, (train, held_out) in enumerate(folds.split(np.zeros(len(codes)), codes)):
         if cfg.max_rows is not None and len(train) > cfg.max_rows:
             train = _stratified_sample(train, codes[train], cfg.max_rows, cfg.min_rows_per_label, rng)
-        splits.append((train, held_out))
-    idf = _idf(char_ngram_features(texts.iloc[splits[0][0]], cfg.min_ngram, cfg.max_ngram, cfg.n_features))
+        fits.append(train)
+        fold_of[held_out] = k
+    needed = np.unique(np.concatenate(fits))
+    fit_texts = texts_at(positions[needed])
+    fit_texts.index = needed  # by checked-row number
 
-    def features(rows: np.ndarray) -> sp.csr_matrix:
-        return tfidf(char_ngram_features(texts.iloc[rows], cfg.min_ngram, cfg.max_ngram, cfg.n_features), idf)
+    def features(texts: pd.Series) -> sp.csr_matrix:
+        return char_ngram_features(texts, cfg.min_ngram, cfg.max_ngram, cfg.n_features)
 
-    for train, held_out in splits:
+    idf = _idf(features(fit_texts.loc[fits[0]]))
+    models = []
+    for train in fits:
         model = SGDClassifier(loss="log_loss", alpha=cfg.alpha, max_iter=cfg.epochs, tol=None, random_state=cfg.seed)
         with warnings.catch_warnings():
             # A fixed number of epochs is the point (speed); SGD's convergence warning says nothing here.
             warnings.simplefilter("ignore")
-            model.fit(features(train), codes[train])
-        for start in range(0, len(held_out), PREDICT_CHUNK):
-            rows = held_out[start : start + PREDICT_CHUNK]
-            probs[np.ix_(rows, model.classes_)] = model.predict_proba(features(rows))
+            model.fit(tfidf(features(fit_texts.loc[train]), idf), codes[train])
+        models.append(model)
+    del fit_texts
+
+    probs = np.zeros((len(codes), n_labels), np.float32)
+    for batch in text_batches():
+        lo, hi = np.searchsorted(positions, [batch.index[0], batch.index[-1] + 1]) if len(batch) else (0, 0)
+        for k, model in enumerate(models):
+            rows = lo + np.flatnonzero(fold_of[lo:hi] == k)
+            for start in range(0, len(rows), PREDICT_CHUNK):
+                part = rows[start:start + PREDICT_CHUNK]
+                probs[np.ix_(part, model.classes_)] = model.predict_proba(tfidf(features(batch.loc[positions[part]]), idf))
     return probs
 
 
@@ -196,34 +247,46 @@ def find_label_issues(frame: pd.DataFrame, cfg: LabelNoiseConfig) -> pd.DataFram
     """Per row of `frame` (index kept): label_issue (Int8 0/1), suggested_label (string, set on flagged rows) and
     label_confidence (float32: out-of-fold probability of the given label). All are NA on rows not checked:
     other splits, null text or label, labels with too few rows, or a corpus with fewer than two such labels."""
-    out = pd.DataFrame(
-        {
-            "label_issue": pd.Series(pd.NA, index=frame.index, dtype="Int8"),
-            "suggested_label": pd.Series(pd.NA, index=frame.index, dtype="string"),
-            "label_confidence": pd.Series(np.nan, index=frame.index, dtype=np.float32),
-        }
-    )
     if "label" not in frame.columns or "text" not in frame.columns:
-        return out
-    labels = frame["label"].astype("string")
-    in_split = frame["split"].astype("string").isin(cfg.splits) if "split" in frame else True
-    checked = np.array(in_split & frame["text"].notna() & labels.notna(), dtype=bool)
-    sizes = labels[checked].value_counts()
-    learnable = sizes.index[sizes >= cfg.min_rows_per_label]
-    checked = checked & np.array(labels.isin(learnable), dtype=bool)
-    if len(learnable) < 2 or checked.sum() < cfg.min_rows:
+        return LabelIssues.none(len(frame)).frame(slice(None), frame.index)
+    texts = frame["text"].reset_index(drop=True)
+    label_code, label_names = pd.factorize(frame["label"].astype("string"))
+    split = pd.factorize(frame["split"].astype("string")) if "split" in frame else (np.zeros(len(frame), np.int64), ["train"])
+    issues = label_issues((label_code, list(label_names)), (split[0], list(split[1])), texts.notna().to_numpy(), cfg,
+                          lambda at: texts.iloc[at], lambda: [texts])
+    return issues.frame(slice(None), frame.index)
+
+
+def label_issues(label: tuple[np.ndarray, list], split: tuple[np.ndarray, list], has_text: np.ndarray,
+                 cfg: LabelNoiseConfig, texts_at: TextsAt, text_batches: TextBatches) -> LabelIssues:
+    """The label-noise measures of a corpus given as (code per row, values) of its labels and splits (-1: null),
+    whether each row has text, and readers of its text column (see `find_label_issues` for what is checked)."""
+    n = len(has_text)
+    out = LabelIssues.none(n)
+    label_code, label_names = label
+    wanted = np.array([str(v) in cfg.splits for v in split[1]] + [False])  # code -1 (null split) picks False
+    checked = wanted[split[0]] & has_text & (label_code >= 0)
+    sizes = np.bincount(label_code[checked], minlength=len(label_names))
+    learnable = sizes >= cfg.min_rows_per_label
+    checked &= np.append(learnable, False)[label_code]
+    if learnable.sum() < 2 or checked.sum() < cfg.min_rows:
         return out
 
-    names, codes = np.unique(labels[checked].to_numpy(str), return_inverse=True)
-    probs = out_of_fold_probabilities(frame["text"][checked], codes, len(names), cfg)
-    issues = _cleanlab_issues(codes, probs, cfg.filter_by)
+    positions = np.flatnonzero(checked)
+    # Model codes number the learnt labels in sorted order.
+    names = np.array(sorted(str(label_names[c]) for c in np.flatnonzero(learnable)), dtype=object)
+    rank = np.full(len(label_names), -1, np.int64)
+    rank[np.flatnonzero(learnable)] = np.searchsorted(names, [str(label_names[c]) for c in np.flatnonzero(learnable)])
+    codes = rank[label_code[positions]]
+    probs = out_of_fold_probabilities(positions, codes, len(names), cfg, texts_at, text_batches)
+    flagged = _cleanlab_issues(codes, probs, cfg.filter_by)
 
     others = probs.copy()
     others[np.arange(len(codes)), codes] = -1.0  # the suggestion is never the given label
-    suggested = pd.Series(names[others.argmax(axis=1)], dtype="string").where(issues)
-    out.loc[checked, "label_issue"] = issues.astype(np.int8)
-    out.loc[checked, "suggested_label"] = suggested.to_numpy()
-    out.loc[checked, "label_confidence"] = probs[np.arange(len(codes)), codes]
+    out.issue[positions] = flagged.astype(np.int8)
+    out.suggested[positions] = np.where(flagged, others.argmax(axis=1), -1).astype(np.int16)
+    out.confidence[positions] = probs[np.arange(len(codes)), codes]
+    out.names = names
     return out
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from data_checks.duplicates import MEASURES, DuplicatesConfig, duplicate_rules, find_duplicates
+from data_checks.duplicates import MEASURES, DuplicatesConfig, Sketches, codes, duplicate_rules, find_duplicates, measure_duplicates
 from data_checks.io import DoclifeError
 from data_checks.rulebook import QUARANTINE, WARN
 
@@ -181,3 +182,20 @@ def test_rules_and_their_defaults() -> None:
 def test_bad_settings_are_one_line_errors(bad: dict) -> None:
     with pytest.raises(DoclifeError, match="validate.duplicates"):
         DuplicatesConfig(**bad)
+
+
+def test_band_hashes_spilled_to_disk_give_the_same_measures(tmp_path) -> None:
+    """Sketches added in batches with their band hashes in one file per band measure what one in-memory pass does."""
+    frame = corpus([(EN, "a", "train"), (EN_OTHER, "b", "train"), (ZH, "a", "test"), (EN_EDIT, "a", "train"),
+                    (ZH_EDIT, "b", "train"), (None, "a", "train"), (EN, "b", "validation")] * 3)
+    cfg = DuplicatesConfig(chunk_rows=2)
+    sketches = Sketches(cfg, len(frame), tmp_path)
+    for lo in range(0, len(frame), 5):
+        sketches.add(frame["text"].iloc[lo:lo + 5])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"band-{b:04d}.u64" for b in range(cfg.num_bands)]
+    spilled = measure_duplicates(sketches, codes(frame, "split"), codes(frame, "label")[0])
+    whole = find_duplicates(frame, cfg)
+    for name in MEASURES:
+        expected = whole[name].astype("float64").fillna(-1 if name != "near_duplicate_similarity" else np.nan)
+        np.testing.assert_array_equal(spilled[name].astype("float64"), expected.to_numpy(), err_msg=name)
+    assert (whole["near_duplicate"] == 1).sum() >= 1 and (whole["split_leakage"] == 1).sum() >= 1

@@ -12,6 +12,7 @@ from data_checks.label_noise import (
     _stratified_sample,
     char_ngram_features,
     find_label_issues,
+    label_issues,
     label_noise_rules,
 )
 from data_checks.rulebook import QUARANTINE, WARN
@@ -196,3 +197,19 @@ def test_rule_flags_issues_and_skips_unchecked_rows():
 def test_too_few_rows_are_not_judged() -> None:
     report = find_label_issues(crafted_corpus(), LabelNoiseConfig(min_rows=10_000))
     assert report["label_issue"].isna().all() and report["suggested_label"].isna().all()
+
+
+def test_streamed_text_batches_give_the_same_report():
+    """label_issues reads only the fit samples' texts at once and predicts as the text column streams past in
+    batches: batches of 7 rows give exactly the report of one batch, with max_rows sampling on."""
+    frame = with_flips(crafted_corpus()).reset_index(drop=True)
+    cfg = LabelNoiseConfig(min_rows=0, max_rows=60)
+    texts = frame["text"]
+    label = pd.factorize(frame["label"])
+    split = (np.zeros(len(frame), np.int64), ["train"])
+    batches = lambda: [texts.iloc[lo:lo + 7] for lo in range(0, len(texts), 7)]  # noqa: E731
+    streamed = label_issues((label[0], list(label[1])), split, texts.notna().to_numpy(), cfg, lambda at: texts.iloc[at],
+                            batches)
+    whole = find_label_issues(frame, cfg)
+    pd.testing.assert_frame_equal(streamed.frame(slice(None), frame.index), whole)
+    assert whole["label_issue"].eq(1).sum() >= 2  # a report with flagged rows, not an all-clear one
