@@ -2,15 +2,18 @@
 
 Each snapshot stores a profile of its corpus (`data_checks.drift_profile`): label distribution, text lengths, the script
 mix and the most frequent tokens. A new corpus is compared with the previous snapshot's profile
-through four expectations parameterised from that profile:
+through four expectations parameterised from that profile. They read the new corpus's counts, not its
+documents: `ProfileBuilder.count_frame` (a table of one row per distinct label, length, script and token,
+with its `count`), so memory follows the distinct values and a corpus can be counted batch by batch.
+Each expectation reads one column of it, weighting each of its non-null rows by `count`:
 
-- label_drift: PSI of the label distribution (missing labels count as their own category);
-- length_drift: two-sample Kolmogorov-Smirnov statistic of the text length in characters, computed
-  exactly (the profile keeps the count of every distinct length);
-- script_drift: PSI of the per-document script (han, latin, mixed, other);
-- new_vocabulary: share of the new corpus's tokens whose token is not in the stored vocabulary, beyond
-  the share expected by chance: the tokens the stored vocabulary leaves out plus the Good-Turing
-  estimate of unseen tokens (the reference's share of tokens seen exactly once; I. J. Good, 1953).
+- label_drift (column `label`): PSI of the label distribution (missing labels count as their own category);
+- length_drift (column `length`): two-sample Kolmogorov-Smirnov statistic of the text length in
+  characters, computed exactly (both sides keep the count of every distinct length);
+- script_drift (column `script`): PSI of the per-document script (han, latin, mixed, other);
+- new_vocabulary (column `token`): share of the new corpus's tokens that are not in the stored
+  vocabulary, beyond the share expected by chance: the tokens the stored vocabulary leaves out plus the
+  Good-Turing estimate of unseen tokens (the reference's share of tokens seen exactly once; I. J. Good, 1953).
   Without that correction a corpus drawn from the very same source would "drift" whenever it is
   small: a 10% sample of a news corpus finds 21% of the other 90%'s tokens new.
 
@@ -38,68 +41,105 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import great_expectations as gx  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from great_expectations.core.metric_domain_types import MetricDomainTypes  # noqa: E402
 from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
 from great_expectations.expectations.expectation import ColumnAggregateExpectation  # noqa: E402
 from great_expectations.expectations.metrics.column_aggregate_metric_provider import (  # noqa: E402
     ColumnAggregateMetricProvider,
-    column_aggregate_value,
 )
+from great_expectations.expectations.metrics.metric_provider import metric_value  # noqa: E402
+from great_expectations.expectations.metrics.util import get_dbms_compatible_metric_domain_kwargs  # noqa: E402
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent  # noqa: E402
 from great_expectations.render.renderer.renderer import renderer  # noqa: E402
 from great_expectations.render.renderer_configuration import RendererConfiguration, RendererValueType  # noqa: E402
 
 from data_checks.drift_profile import (  # noqa: E402
     RULES,
-    SCRIPTS,
     DriftConfig,
+    ProfileBuilder,
     ks_statistic,
-    new_token_share,
+    new_token_share_of_counts,
     psi,
-    scan,
     shares,
-    with_missing_labels,
 )
+from data_checks.expectations import context as gx_context, run_checkpoint  # noqa: E402
 from data_checks.io import DoclifeError  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------
 # Great Expectations metrics and expectations (registered with GX when their classes are created)
 
 
+COUNT_COLUMN = "count"
+"""Column of the count frame holding each row's weight (`ProfileBuilder.count_frame`)."""
+
+
+def _weighted_column(execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict,
+                     metrics: dict[str, Any]) -> tuple[pd.Series, pd.Series]:
+    """The metric's column on the rows where it is not null, and those rows' `count` (the weights).
+
+    What GX's column_aggregate_value does before calling its function, which passes only the column.
+    """
+    domain_kwargs = get_dbms_compatible_metric_domain_kwargs(
+        metric_domain_kwargs=dict(metric_domain_kwargs), batch_columns_list=metrics["table.columns"])
+    df, _, accessor = execution_engine.get_compute_domain(domain_kwargs=domain_kwargs,
+                                                          domain_type=MetricDomainTypes.COLUMN)
+    # In the count frame a null means "a row of another dimension", not a missing value.
+    rows = df[df[accessor["column"]].notna()]
+    return rows[accessor["column"]], rows[COUNT_COLUMN].astype(np.int64)
+
+
+def _totals(values: pd.Series, weights: pd.Series) -> pd.Series:
+    """Total weight per distinct value, in the order the values first occur."""
+    return weights.groupby(values.to_numpy(), sort=False).sum()
+
+
 class ColumnPsi(ColumnAggregateMetricProvider):
-    """PSI of a categorical column's distribution against reference shares."""
+    """PSI of a categorical column's distribution (each row weighted by `count`) against reference shares."""
 
     metric_name = "column.doclife_psi"
     value_keys = ("reference_values", "reference_weights")
 
-    @column_aggregate_value(engine=PandasExecutionEngine)
-    def _pandas(cls, column: pd.Series, reference_values: list[str], reference_weights: list[float], **kwargs: Any) -> dict:
-        counts = with_missing_labels(column).value_counts()
-        observed = shares(list(counts.index), list(counts.to_numpy()))
-        value, terms = psi(shares(reference_values, reference_weights), observed)
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict, metric_value_kwargs: dict,
+                metrics: dict[str, Any], runtime_configuration: dict | None = None) -> dict:
+        totals = _totals(*_weighted_column(execution_engine, metric_domain_kwargs, metrics))
+        # Most frequent first, as value_counts over the documents listed them; stable, so ties keep the
+        # order in which the values were first counted.
+        totals = totals[totals > 0].sort_values(ascending=False, kind="stable")
+        observed = shares([str(v) for v in totals.index], totals.tolist())
+        value, terms = psi(shares(metric_value_kwargs["reference_values"], metric_value_kwargs["reference_weights"]),
+                           observed)
         return {"psi": value, "observed_shares": observed, "terms": terms}
 
 
 class ColumnKsStatistic(ColumnAggregateMetricProvider):
-    """Two-sample KS statistic of a numeric column against a reference given as distinct values and counts."""
+    """Two-sample KS statistic of a numeric column (each row weighted by `count`) against a reference given as
+    distinct values and counts."""
 
     metric_name = "column.doclife_ks_statistic"
     value_keys = ("reference_values", "reference_counts")
 
-    @column_aggregate_value(engine=PandasExecutionEngine)
-    def _pandas(cls, column: pd.Series, reference_values: list[int], reference_counts: list[int], **kwargs: Any) -> float:
-        values = pd.to_numeric(column, errors="coerce").dropna().to_numpy()
-        return ks_statistic(values, reference_values, reference_counts)
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict, metric_value_kwargs: dict,
+                metrics: dict[str, Any], runtime_configuration: dict | None = None) -> float:
+        values, weights = _weighted_column(execution_engine, metric_domain_kwargs, metrics)
+        return ks_statistic(values.to_numpy(dtype=np.float64), metric_value_kwargs["reference_values"],
+                            metric_value_kwargs["reference_counts"], weights=weights.to_numpy())
 
 
 class ColumnNewTokenShare(ColumnAggregateMetricProvider):
-    """Share of a text column's tokens that are not in a reference vocabulary (tokens joined by newlines)."""
+    """Share of the tokens (a column of distinct tokens, each row weighted by `count`) that are not in a
+    reference vocabulary (tokens joined by newlines)."""
 
     metric_name = "column.doclife_new_token_share"
     value_keys = ("vocabulary",)
 
-    @column_aggregate_value(engine=PandasExecutionEngine)
-    def _pandas(cls, column: pd.Series, vocabulary: str, **kwargs: Any) -> dict:
-        share, top, total = new_token_share(column, vocabulary.split("\n"))
+    @metric_value(engine=PandasExecutionEngine)
+    def _pandas(cls, execution_engine: PandasExecutionEngine, metric_domain_kwargs: dict, metric_value_kwargs: dict,
+                metrics: dict[str, Any], runtime_configuration: dict | None = None) -> dict:
+        totals = _totals(*_weighted_column(execution_engine, metric_domain_kwargs, metrics))
+        counts = dict(zip(totals.index.tolist(), totals.tolist(), strict=True))
+        share, top, total = new_token_share_of_counts(counts, metric_value_kwargs["vocabulary"].split("\n"))
         return {"share": share, "top_new_tokens": top, "tokens": total}
 
 
@@ -235,7 +275,7 @@ def drift_rules(reference: dict, cfg: DriftConfig) -> list[DriftRule]:
              "threshold": cfg.psi_max},
         ),
         "new_vocabulary": (
-            "text",
+            "token",
             f"share of tokens outside the previous snapshot's {len(vocabulary['tokens'])} most frequent tokens, "
             f"beyond the {expected:.2%} expected by chance, is at most {cfg.new_vocabulary_max:g}",
             ExpectColumnNewTokenShareToBeLessThan,
@@ -256,13 +296,16 @@ def drift_expectations(reference: dict, cfg: DriftConfig) -> list[gx.expectation
     return [r.expectation for r in drift_rules(reference, cfg)]
 
 
-def add_drift_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """The corpus plus the derived columns the drift expectations read: `length` and `script`."""
-    measured = scan(frame["text"], tokens=False)
-    out = frame.copy()
-    out["length"] = measured.lengths
-    out["script"] = np.asarray(SCRIPTS, dtype=object)[measured.scripts]
-    return out
+def _counted(corpus: pd.DataFrame | ProfileBuilder, cfg: DriftConfig) -> ProfileBuilder:
+    """The corpus as counts: a builder as is, a table counted in one batch."""
+    if isinstance(corpus, ProfileBuilder):
+        return corpus
+    if not isinstance(corpus, pd.DataFrame):
+        raise TypeError(f"check_drift needs a DataFrame or a ProfileBuilder, got {type(corpus).__name__}")
+    missing = [c for c in ("text", "label") if c not in corpus.columns]
+    if missing:
+        raise DoclifeError(f"<frame>: cannot check drift of a table without columns {', '.join(missing)}")
+    return ProfileBuilder(cfg).add(corpus)
 
 
 def _no_reference() -> dict:
@@ -271,12 +314,10 @@ def _no_reference() -> dict:
 
 
 def _run(context: Any, frame: pd.DataFrame, rules: list[DriftRule], build_docs: bool) -> dict[str, Any]:
-    """Run the drift rules as one suite through a Checkpoint; {rule name: GX result}."""
+    """Run the drift rules as one suite through a Checkpoint on a count frame; {rule name: GX result}."""
     # One context may run the drift suite more than once (e.g. several corpora); GX names must be unique.
     taken = {c.name for c in context.checkpoints.all()}
     name = next(n for n in ("drift", *(f"drift_{k}" for k in range(2, 10**6))) if n not in taken)
-    from data_checks.validate import run_checkpoint  # here: validate imports this module
-
     return run_checkpoint(context, name, frame, [r.expectation for r in rules], build_docs)
 
 
@@ -292,12 +333,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def check_drift(frame: pd.DataFrame, reference: dict | None, cfg: DriftConfig, context: Any = None,
+def check_drift(corpus: pd.DataFrame | ProfileBuilder, reference: dict | None, cfg: DriftConfig, context: Any = None,
                 data_docs_dir: Path | None = None) -> dict:
-    """Compare a corpus table with the previous snapshot's profile through GX; a JSON-serialisable section.
+    """Compare a corpus with the previous snapshot's profile through GX; a JSON-serialisable section.
 
-    Per rule: severity, description, success, observed, threshold and details. `score` is the largest
-    observed/threshold ratio (above `budget` = 1.0 means some rule is over its threshold, `over_budget`);
+    `corpus` is a table (columns text and label) or a ProfileBuilder fed with the corpus's batches; a table
+    is counted into a builder first, and the expectations run on the builder's count frame (`rows` is the
+    builder's). Per rule: severity, description, success, observed, threshold and details. `score` is the
+    largest observed/threshold ratio (above `budget` = 1.0 means some rule is over its threshold, `over_budget`);
     `success` is False only when severity is fail and the drift is over budget. With no reference (the
     first snapshot) the section says so and passes. `context` is a GX context to run in (an ephemeral
     one when None, with a Data Docs site in `data_docs_dir` when given); a given context builds Data Docs
@@ -306,18 +349,14 @@ def check_drift(frame: pd.DataFrame, reference: dict | None, cfg: DriftConfig, c
     if reference is None or not reference.get("rows"):
         # An empty previous snapshot has no distribution to compare with: the same as none.
         return _no_reference()
-    missing = [c for c in ("text", "label") if c not in frame.columns]
-    if missing:
-        raise DoclifeError(f"<frame>: cannot check drift of a table without columns {', '.join(missing)}")
+    counted = _counted(corpus, cfg)
     rules = drift_rules(reference, cfg)
     section: dict[str, Any] = {"reference": {"rows": reference.get("rows"), "version": reference.get("version")},
-                               "rows": int(len(frame)), "rules": {}}
+                               "rows": int(counted.rows), "rules": {}}
     if rules:
         if context is None:
-            from data_checks.validate import _context  # here: validate may import this module
-
-            context = _context(data_docs_dir)
-        results = _run(context, add_drift_columns(frame.reset_index(drop=True)), rules, data_docs_dir is not None)
+            context = gx_context(data_docs_dir)
+        results = _run(context, counted.count_frame(), rules, data_docs_dir is not None)
     ratios = [0.0]
     failures = []
     for rule in rules:

@@ -1,10 +1,12 @@
 """What a snapshot stores of its corpus for the next drift check, and the statistics that compare two corpora.
 
 A profile (`profile`) holds the label distribution, every distinct text length with its count, the
-script mix and the most frequent tokens; `psi`, `ks_statistic` and `new_token_share` compare a new
-corpus with it. Plain numpy, no Great Expectations: every stage that reads params.yaml builds a
-DriftConfig, and the snapshot stage writes a profile, so neither pays GX's import (2-3 s).
-data_checks.drift runs these comparisons as GX expectations.
+script mix and the most frequent tokens; `psi`, `ks_statistic` and `new_token_share` (or
+`new_token_share_of_counts`) compare a new corpus with it. `ProfileBuilder.count_frame` gives a new
+corpus's counts as a small table, one row per distinct value, which data_checks.drift's expectations
+read. Plain numpy, no Great Expectations: every stage that reads params.yaml builds a DriftConfig, and
+the snapshot stage writes a profile, so neither pays GX's import (2-3 s). data_checks.drift runs these
+comparisons as GX expectations.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +235,42 @@ class ProfileBuilder:
         self.tokens.update(measured.tokens)
         return self
 
+    def count_frame(self) -> pd.DataFrame:
+        """Everything counted so far as one long table with columns label, length, script, token and count.
+
+        One row per distinct label (a missing one as MISSING_LABEL), per distinct length, per script that
+        occurs and per distinct token; each row sets its own dimension's column and leaves the other three
+        null, and `count` (int64) is how many documents (tokens, for a token row) have that value. Its size
+        follows the distinct values, never the documents.
+        """
+        # Labels and tokens in the order first counted: for a single batch that is the order a scan of the
+        # whole table gives, so ties among the most frequent new tokens come out as they always did.
+        labels, tokens, lengths = list(self.labels), list(self.tokens), sorted(self.lengths)
+        scripts = [s for s, c in zip(SCRIPTS, self.scripts.tolist(), strict=True) if c]
+        counts = np.array([*self.labels.values(), *(self.lengths[v] for v in lengths),
+                           *(int(c) for c in self.scripts if c), *self.tokens.values()], np.int64)
+        rows = len(counts)
+        first = {"label": 0, "length": len(labels), "script": len(labels) + len(lengths),
+                 "token": len(labels) + len(lengths) + len(scripts)}
+
+        def strings(name: str, values: list[str]) -> pd.Series:
+            # Object, not pandas' str dtype (which it would infer): the column points at the builder's own
+            # strings instead of copying them, and is the same dtype when empty.
+            column = np.full(rows, None, dtype=object)
+            column[first[name] : first[name] + len(values)] = values
+            return pd.Series(column, dtype=object, copy=False)
+
+        own = slice(first["length"], first["length"] + len(lengths))
+        length_values, length_missing = np.zeros(rows, np.int64), np.ones(rows, bool)
+        length_values[own], length_missing[own] = lengths, False
+        return pd.DataFrame({
+            "label": strings("label", labels),
+            "length": pd.arrays.IntegerArray(length_values, length_missing),
+            "script": strings("script", scripts),
+            "token": strings("token", tokens),
+            "count": counts,
+        })
+
     def result(self) -> dict:
         """The JSON-serialisable profile of everything added."""
         n, tokens = self.rows, self.tokens
@@ -327,13 +366,23 @@ def shares(values: list[str], weights: list[float]) -> dict[str, float]:
     return {str(v): float(w) / total for v, w in zip(values, weights, strict=True)} if total else {}
 
 
-def ks_statistic(values: np.ndarray, reference_values: list[int], reference_counts: list[int]) -> float:
-    """Largest gap between the empirical CDFs of `values` and of the reference (exact for discrete data)."""
-    if len(values) == 0 or sum(reference_counts) == 0:
+def ks_statistic(values: np.ndarray, reference_values: list[int], reference_counts: list[int],
+                 weights: np.ndarray | None = None) -> float:
+    """Largest gap between the empirical CDFs of `values` and of the reference (exact for discrete data).
+
+    `weights` says how often each of `values` occurs (distinct values with their counts, say); None counts
+    each once.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.ones(len(values), np.int64) if weights is None else np.asarray(weights)
+    if weights.sum() == 0 or sum(reference_counts) == 0:
         return 0.0
     ref_v = np.asarray(reference_values, dtype=np.float64)
     ref_cdf = np.cumsum(reference_counts) / float(sum(reference_counts))
-    new_v, new_c = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    new_v, where = np.unique(values, return_inverse=True)
+    # Integer weights stay integers, so the CDF is the same to the last bit as from the repeated values.
+    new_c = np.zeros(len(new_v), weights.dtype)
+    np.add.at(new_c, where, weights)
     new_cdf = np.cumsum(new_c) / float(new_c.sum())
     # Both CDFs are steps that jump only at their own values: the supremum is reached at one of them.
     points = np.union1d(ref_v, new_v)
@@ -347,7 +396,13 @@ def ks_statistic(values: np.ndarray, reference_values: list[int], reference_coun
 
 def new_token_share(texts: pd.Series, vocabulary: list[str], top: int = 10) -> tuple[float, dict[str, int], int]:
     """(share of tokens of `texts` not in `vocabulary`, the `top` most frequent of them, token count)."""
-    counts = token_counts(texts)
+    return new_token_share_of_counts(token_counts(texts), vocabulary, top)
+
+
+def new_token_share_of_counts(counts: Mapping[str, int], vocabulary: Iterable[str],
+                              top: int = 10) -> tuple[float, dict[str, int], int]:
+    """`new_token_share` of a corpus given as how often each token occurs; ties among the `top` keep the
+    order of `counts`."""
     total = sum(counts.values())
     known = set(vocabulary)
     new = Counter({t: c for t, c in counts.items() if t not in known})

@@ -52,7 +52,7 @@ def _validate(p: Params, at: Layout) -> dict[str, Any]:
 
     # The snapshot still in the workspace is the previous one: this corpus's drift is measured against it.
     return validate(p.validate, at.cleaned, at.validated, at.quarantine, at.findings, at.validation_summary,
-                    at.data_docs, at.snapshot / PROFILE_FILE)
+                    at.data_docs, at.snapshot / PROFILE_FILE, p.engine)
 
 
 def _snapshot(p: Params, at: Layout) -> dict[str, Any]:

@@ -121,6 +121,19 @@ def test_a_few_new_words_pass_new_vocabulary(reference: dict) -> None:
     assert section["rules"]["new_vocabulary"]["success"] is True
 
 
+def test_a_corpus_counted_in_batches_gives_the_same_section(reference: dict) -> None:
+    # Labels shifted and partly missing, lengths spread, new words, another script: every rule sees drift.
+    frame = corpus(label_p=(0.4, 0.3, 0.2, 0.1), min_words=2, max_words=20)
+    frame.loc[::40, "label"] = None
+    frame.loc[:59, "text"] = frame.loc[:59, "text"] + " oven flour"
+    frame.loc[60:99, "text"] = "... !!!"  # script "other"
+    half = len(frame) // 2
+    builder = drift_profile.ProfileBuilder(DriftConfig()).add(frame.iloc[:half]).add(frame.iloc[half:])
+    section = check_drift(builder, reference, DriftConfig())
+    assert section == check_drift(frame, reference, DriftConfig())
+    assert section["rows"] == len(frame) and all(rule["observed"] > 0 for rule in section["rules"].values())
+
+
 def test_no_previous_snapshot_passes() -> None:
     section = check_drift(corpus(n=50), None, DriftConfig())
     assert section["reference"] is None and section["rules"] == {}

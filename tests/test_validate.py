@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from data_checks.clean import CleanConfig, clean
-from data_checks.config import IngestConfig, SampleConfig, ValidateConfig
+from data_checks.config import EngineConfig, IngestConfig, SampleConfig, ValidateConfig
 from data_checks.core_rules import looks_like_mojibake
 from data_checks.ingest import CANONICAL_COLUMNS, hash_splits, ingest
 from data_checks.io import DoclifeError, read_json
@@ -278,3 +278,37 @@ def test_text_type_fails_on_non_string_text() -> None:
     frame.loc[3, "text"] = 12345  # e.g. a numeric column picked as the text column
     report = validate_frame(CFG, frame)
     assert report.row_rules["text_type"]["failed_rows"] == 1 and report.failures[0].startswith("text_type: 1 row(s)")
+
+
+def test_batches_of_any_size_give_the_same_outputs(tmp_path: Path) -> None:
+    """Validation streams the table in batches: near duplicates, leakage and label noise are found across
+    batches, and small batches write exactly what one batch does."""
+    frame = generate_sample_corpus(SampleConfig(n_docs=1500, seed=3, defects_per_kind=3))
+    texts = frame["text"].dropna()
+    # Near copies (one word added) of early rows, at the end: most land in another batch, some in another split.
+    near = pd.DataFrame({"text": texts.iloc[:40].to_numpy() + " indeed", "label": frame.loc[texts.index[:40], "label"]})
+    flipped = frame.iloc[100:130].assign(label=lambda f: f["label"].map(dict(zip(TOPICS, TOPICS[1:] + TOPICS[:1]))))
+    corpus = pd.concat([frame.drop(index=frame.index[100:130]), flipped, near], ignore_index=True)
+    corpus.to_csv(tmp_path / "raw.csv", index=False)
+    ingest(IngestConfig(), tmp_path / "raw.csv", tmp_path / "ingested.parquet")
+    clean(CleanConfig(), tmp_path / "ingested.parquet", tmp_path / "cleaned.parquet", tmp_path / "fixes.parquet",
+          tmp_path / "clean.json")
+    cfg = ValidateConfig(rules={"label_noise": {"severity": "quarantine"}})
+    runs = {}
+    for rows in (97, 100_000):
+        out = _outputs(tmp_path / f"batch{rows}")
+        summary = validate(cfg, tmp_path / "cleaned.parquet", **out, engine=EngineConfig(batch_rows=rows))
+        runs[rows] = (summary, *(pd.read_parquet(out[k]) for k in ("validated_path", "quarantine_path", "findings_path")))
+    (small, *small_tables), (whole, *whole_tables) = runs[97], runs[100_000]
+    for a, b in zip(small_tables, whole_tables):
+        pd.testing.assert_frame_equal(a, b)
+    assert {k: v for k, v in small.items() if k not in ("outputs", "data_docs")} == \
+        {k: v for k, v in whole.items() if k not in ("outputs", "data_docs")}
+    findings = whole_tables[2]
+    found = set(findings["rule"])
+    assert {"near_duplicate", "split_leakage", "label_noise", "duplicate_conflicting_label"} <= found, found
+    near_rows = findings[findings["rule"] == "near_duplicate"]
+    assert (near_rows["source_row"] >= len(corpus) - 40).sum() >= 20  # the planted copies point back across batches
+    # Each batch is one run of the row suite in the one Data Docs site.
+    pages = list((tmp_path / "batch97/docs/validations/rows").rglob("*.html"))
+    assert len(pages) == -(-small["rows_in"] // 97)
