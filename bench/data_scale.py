@@ -3,14 +3,12 @@ shards, each stage in a process of its own, so its wall time and peak RSS are it
 
 For each size, the sample generator's corpus (four topics, Chinese and English, its planted defects) is
 written as files of 100,000 documents, alternating gzip CSV and zstd JSONL; `doclife init` makes a workspace
-whose `ingest.source` is that directory, and the stages run as `doclife STAGE` does in it. Validation still
-holds the corpus in memory, so above `--validate-up-to` documents it is left out and the snapshot stage is
-measured on the cleaned rows instead (the bench writes the summary that lets it run). The first and the last
+whose `ingest.source` is that directory, and the stages run as `doclife STAGE` does in it. The first and the last
 size are compared stage by stage: peak RSS and seconds per document. After the first size, a new file of 5%
 new documents lands and every stage runs again: its cost against the full run, and how many snapshot shards
 changed. Writes bench/results/data_scale.json.
 
-    python -m bench.data_scale [--sizes 1000000,10000000] [--validate-up-to 2000000]
+    python -m bench.data_scale [--sizes 1000000,10000000]
 """
 
 from __future__ import annotations
@@ -73,25 +71,7 @@ def child(args: list[str]) -> None:
     print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "peak_rss_gb": peak_rss_gb()}), flush=True)
 
 
-def _cleaned_as_validated(ws: Path) -> None:
-    """Let the snapshot stage run on the cleaned rows where validation was left out: the canonical columns of
-    data/cleaned.parquet as data/validated.parquet, and a summary that counts them."""
-    import pyarrow.parquet as pq
-
-    from data_checks.ingest import CANONICAL_COLUMNS
-
-    cleaned = pq.ParquetFile(ws / "data/cleaned.parquet")
-    with pq.ParquetWriter(ws / "data/validated.parquet", cleaned.schema_arrow.remove_metadata()
-                          .empty_table().select(list(CANONICAL_COLUMNS)).schema) as writer:
-        for batch in cleaned.iter_batches(columns=list(CANONICAL_COLUMNS)):
-            writer.write_batch(batch)
-    rows = cleaned.metadata.num_rows
-    summary = ws / "reports/validate/summary.json"
-    summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(json.dumps({"success": True, "rows_in": rows, "validated": rows, "quarantined": 0}))
-
-
-def one_size(root: Path, n_docs: int, validate_up_to: int) -> dict:
+def one_size(root: Path, n_docs: int) -> dict:
     source = root / f"shards_{n_docs}"
     shards = max(1, n_docs // 100_000)
     started = time.perf_counter()
@@ -100,19 +80,15 @@ def one_size(root: Path, n_docs: int, validate_up_to: int) -> dict:
     ws = root / f"ws_{n_docs}"
     steps = {"init": _child(["init", str(ws), "--source", str(source), "--text-column", "text", "--label-column",
                              "label"], root)}
-    stages = [s for s in STAGES if s != "validate" or n_docs <= validate_up_to]
+    stages = list(STAGES)
     for stage in stages:
-        if stage == "snapshot" and "validate" not in stages:
-            _cleaned_as_validated(ws)
         steps[stage] = _child([stage], ws)
         print(f"  {stage:<9}{steps[stage]['seconds']:>9.1f} s {steps[stage]['peak_rss_gb']:>7.2f} GB", flush=True)
     run = {"documents": n_docs, "shards": shards, "source_mb": round(mb, 1), "steps": steps,
            "stages": stages, "seconds": round(sum(steps[s]["seconds"] for s in stages), 1),
            "peak_rss_gb": max(steps[s]["peak_rss_gb"] for s in stages)}
-    if "validate" in stages:
-        summary = json.loads((ws / "reports/validate/summary.json").read_text())
-        run |= {"validated": summary["validated"], "quarantined": summary["quarantined"]}
-    return run
+    summary = json.loads((ws / "reports/validate/summary.json").read_text())
+    return run | {"validated": summary["validated"], "quarantined": summary["quarantined"]}
 
 
 def _shard_digests(ws: Path) -> dict[str, str]:
@@ -142,15 +118,13 @@ def new_week(root: Path, run: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated corpus sizes")
-    parser.add_argument("--validate-up-to", type=int, default=2_000_000,
-                        help="largest corpus validated (validation still holds the corpus in memory)")
     parser.add_argument("--name", default="data_scale", help="result file: bench/results/NAME.json")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="doclife-data-scale-") as tmp:
-        runs = [one_size(Path(tmp), sizes[0], args.validate_up_to)]
+        runs = [one_size(Path(tmp), sizes[0])]
         week = new_week(Path(tmp), runs[0])
-        runs += [one_size(Path(tmp), n, args.validate_up_to) for n in sizes[1:]]
+        runs += [one_size(Path(tmp), n) for n in sizes[1:]]
     result: dict = {"runs": runs, "new_week": week, "device": f"{os.cpu_count()} cores"}
     if len(runs) > 1:
         small, large = runs[0], runs[-1]

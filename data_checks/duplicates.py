@@ -256,7 +256,10 @@ def _measure(sketches: Sketches, split: tuple[np.ndarray, list], label_code: np.
 
     # Near duplicates within a split: for every verified text pair and every split holding both texts, the
     # later first-copy points at the earlier one; each row keeps its earliest such partner.
-    firsts = pd.DataFrame({"text": text_id[~dup], "split": split_code[~dup], "pos": pos[~dup], "rank": rank[~dup]})
+    # Narrow columns: these frames hold every first copy, and their merges and sorts are this stage's peak.
+    index = np.int32 if rows.size and int(rows[-1]) < 2**31 else np.int64
+    firsts = pd.DataFrame({"text": text_id[~dup].astype(index), "split": split_code[~dup].astype(np.int8),
+                           "pos": pos[~dup].astype(index), "rank": rank[~dup].astype(np.int8)})
     out["near_duplicate"][pos[~dup]] = 0
     if ta.size:
         pairs = pd.DataFrame({"a": ta, "b": tb, "sim": sim})
@@ -344,17 +347,21 @@ def _near_pairs(sketches: Sketches, rep: np.ndarray) -> tuple[np.ndarray, ...]:
     for band in range(cfg.num_bands):
         keys = sketches.band(band)[rep]
         order = np.argsort(keys, kind="stable")  # stable: a bucket's members stay in text order
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        sizes = np.diff(np.r_[starts, n])
-        shared = np.repeat(sizes > 1, sizes)
-        if not shared.any():
+        keys = keys[order]
+        # Only texts that share their bucket matter, and on real corpora they are few: every array below is
+        # as long as they are, not as the corpus (the full-length temporaries are the peak of this stage).
+        same = keys[1:] == keys[:-1]
+        members = np.flatnonzero(np.r_[False, same] | np.r_[same, False])
+        if not members.size:
             continue
+        order, keys = order[members], keys[members]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        sizes = np.diff(np.r_[starts, members.size])
         start_of = np.repeat(starts, sizes)
-        rank = np.arange(n) - start_of
+        rank = np.arange(members.size) - start_of
         for k in range(min(cfg.bucket_compare, int(sizes.max()) - 1)):
             # Member of rank > k against the bucket's member of rank k.
-            later = shared & (rank > k)
+            later = rank > k
             a, b = order[start_of[later] + k], order[later]
             for lo in range(0, a.size, step):
                 pa_, pb = a[lo:lo + step], b[lo:lo + step]

@@ -16,6 +16,7 @@ frame (`validate_frame`, for `doclife check`) take the same path.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -528,10 +529,13 @@ def validate(
     table = _Table.of_file(cleaned_path, engine.batch_rows)
     schemas = _schemas(pq.ParquetFile(cleaned_path))
     labels = list(cfg.labels)
+    Path(validated_path).parent.mkdir(parents=True, exist_ok=True)
+    spill_prefix = f".{Path(validated_path).name}.spill."
+    for stale in Path(validated_path).parent.glob(spill_prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run that was killed: gigabytes at corpus scale
     with contextlib.ExitStack() as stack:
         docs_tmp = stack.enter_context(atomic_dir(data_docs_dir))
-        spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{Path(validated_path).name}.spill.",
-                                                                      dir=Path(validated_path).parent)))
+        spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=spill_prefix, dir=Path(validated_path).parent)))
         sinks = [stack.enter_context(parquet_writer(path, schemas[name])) for name, path in
                  (("validated", validated_path), ("quarantine", quarantine_path), ("findings", findings_path))]
         reference = read_profile(reference_path) if reference_path is not None else None
