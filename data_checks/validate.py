@@ -396,7 +396,7 @@ def _validate_table(
         measures = pd.concat([per_row, corpus_wide, pd.DataFrame({"label_issue": _as_measure(noise.issue[at])},
                                                                   index=batch.index)], axis=1)
         results = run_on(row_suite, measures.assign(doc_id=batch[INDEX_COLUMN].to_numpy()),
-                         f"rows {at.start}-{at.stop - 1}")
+                         f"rows-{at.start}-{at.stop - 1}")
         broken = pd.DataFrame({r.name: r.violations(measures) for r in rules}, index=batch.index)
         for rule in rules:
             # GX and the mask apply the same bounds to the same column; a mismatch would be a defect here.
