@@ -207,6 +207,11 @@ class Sketches:
         return np.fromfile(self._spill[band], dtype=_U64)
 
 
+# Pointers need 64 bits and label counts 32; every other measure is a flag (int8).
+_DTYPES = {"duplicate_of": np.int64, "near_duplicate_of": np.int64, "leak_of": np.int64,
+           "labels_per_text": np.int32, "labels_per_cluster": np.int32}
+
+
 def measure_duplicates(sketches: Sketches, split: tuple[np.ndarray, list], label_code: np.ndarray
                        ) -> dict[str, np.ndarray]:
     """Every MEASURES column for every sketched row, as arrays (-1, or NaN for the similarity: not applicable).
@@ -221,10 +226,6 @@ def measure_duplicates(sketches: Sketches, split: tuple[np.ndarray, list], label
     if valid.size:
         _measure(sketches, split, label_code, valid, out)
     return out
-
-
-_DTYPES = {"duplicate_of": np.int64, "near_duplicate_of": np.int64, "leak_of": np.int64,
-           "labels_per_text": np.int32, "labels_per_cluster": np.int32}
 
 
 # ----------------------------------------------------------------------------------------------------------

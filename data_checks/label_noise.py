@@ -251,7 +251,9 @@ def find_label_issues(frame: pd.DataFrame, cfg: LabelNoiseConfig) -> pd.DataFram
         return LabelIssues.none(len(frame)).frame(slice(None), frame.index)
     texts = frame["text"].reset_index(drop=True)
     label_code, label_names = pd.factorize(frame["label"].astype("string"))
-    split = pd.factorize(frame["split"].astype("string")) if "split" in frame else (np.zeros(len(frame), np.int64), ["train"])
+    # Without a split column every row is in a checked split.
+    split = (pd.factorize(frame["split"].astype("string")) if "split" in frame
+             else (np.zeros(len(frame), np.int64), cfg.splits[:1]))
     issues = label_issues((label_code, list(label_names)), (split[0], list(split[1])), texts.notna().to_numpy(), cfg,
                           lambda at: texts.iloc[at], lambda: [texts])
     return issues.frame(slice(None), frame.index)

@@ -240,7 +240,7 @@ class _Table:
 
 
 def _check_batch(batch: pd.DataFrame, where: str) -> None:
-    if batch[INDEX_COLUMN].isna().any() or not batch[INDEX_COLUMN].is_unique:
+    if batch[INDEX_COLUMN].isna().any():  # repeats, within a batch or across, are _Corpus.check_unique_ids'
         raise DoclifeError(f"{where}: doc_id must be present and unique in every row")
     bad_splits = set(batch["split"].dropna()) - set(SPLITS)
     if bad_splits or batch["split"].isna().any():
@@ -372,10 +372,11 @@ def _validate_table(
         sketches.add(batch["text"])
         duplicate_targets.update(batch["duplicate_of"].dropna())
     corpus.check_unique_ids(table)
-    dup = measure_duplicates(sketches, (corpus.split.astype(np.int64), list(SPLITS)), corpus.label)
+    split = (corpus.split, list(SPLITS))
+    dup = measure_duplicates(sketches, split, corpus.label)
     del sketches
-    noise = (label_issues((corpus.label, list(corpus.label_values)), (corpus.split.astype(np.int64), list(SPLITS)),
-                          corpus.has_text, cfg.label_noise, table.texts_at, table.text_batches)
+    noise = (label_issues((corpus.label, list(corpus.label_values)), split, corpus.has_text, cfg.label_noise,
+                          table.texts_at, table.text_batches)
              if labels is not None else LabelIssues.none(n))
     kept = table.source_rows_of(duplicate_targets)
 
@@ -386,7 +387,8 @@ def _validate_table(
     setting_aside = [r.name for r in rules if r.severity in (QUARANTINE, FAIL)]
     names = np.array(setting_aside, dtype=object)
     canonical = list(CANONICAL_COLUMNS)
-    profile = ProfileBuilder(cfg.drift) if reference and reference.get("rows") else None
+    profile = ProfileBuilder(cfg.drift)
+    profiling = bool(reference and reference.get("rows"))  # without a reference drift compares nothing
     for k, batch in enumerate(table.batches()):
         if not len(batch):
             continue
@@ -431,7 +433,7 @@ def _validate_table(
         counts.quarantined += int(bad.sum())
         counts.splits.update(validated["split"].value_counts().to_dict())
         counts.labels.update(validated["label"].dropna().value_counts().to_dict())
-        if profile is not None:
+        if profiling:
             profile.add(validated)
 
     labelled = labels is not None
@@ -444,7 +446,7 @@ def _validate_table(
         if rule.severity == FAIL and failed[rule.name]:
             failures.append(f"{rule.name}: {failed[rule.name]} row(s) break it ({rule.text}), e.g. source row "
                             f"{first_failed[rule.name]}")
-    drift = check_drift(profile if profile is not None else ProfileBuilder(cfg.drift), reference, cfg.drift, context)
+    drift = check_drift(profile, reference, cfg.drift, context)
     failures += [f"drift: {f}" for f in drift["failures"]] if not drift["success"] else []
     failed_tables = pd.DataFrame([
         {"doc_id": None, "source_row": pd.NA, "rule": name, "severity": t["severity"], "action": "warn",
