@@ -152,6 +152,40 @@ def codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, list]:
     return found.astype(np.int64), list(uniques)
 
 
+@dataclass
+class TextSketch:
+    """What the duplicate measures keep of a batch of texts: one batch's part of `Sketches`. Computed from the
+    texts alone (`sketch_texts`), so any worker can compute it for any batch."""
+
+    key: np.ndarray
+    """(n,) uint64 normalised-text key; 0: null or blank text."""
+    sig8: np.ndarray
+    """(n, num_perm) uint8: 8 bits per MinHash bin (b-bit minwise hashing); 255 marks an empty bin."""
+    bands: np.ndarray
+    """(n, num_bands) uint64 LSH band hashes."""
+
+
+def sketch_texts(text: pd.Series, cfg: DuplicatesConfig) -> TextSketch:
+    """The keys, signatures and band hashes of `text`, `cfg.chunk_rows` texts at a time."""
+    column = _as_arrow(text)
+    n = len(column)
+    out = TextSketch(np.zeros(n, _U64), np.full((n, cfg.num_perm), _NO_BYTE, np.uint8),
+                     np.zeros((n, cfg.num_bands), _U64))
+    hashes = _hashes_of(cfg.seed, cfg.rows_per_band, cfg.num_bands)
+    for lo in range(0, n, cfg.chunk_rows):
+        chunk = column.slice(lo, cfg.chunk_rows)
+        present = lo + np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
+        if not present.size:
+            continue
+        cp, lens = _normalise(chunk.take(present - lo) if present.size < len(chunk) else chunk)
+        keys = _key_hash(cp, lens, hashes)
+        sig = _signature(cp, lens, keys, cfg, hashes)
+        out.key[present] = keys
+        out.sig8[present] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
+        out.bands[present] = _band_hashes(_rotate(sig), cfg, hashes)
+    return out
+
+
 class Sketches:
     """The key and sketch of every text of a corpus, added batch by batch in row order.
 
@@ -165,7 +199,6 @@ class Sketches:
         self.rows = rows
         self.key = np.zeros(rows, _U64)  # 0: null or blank text
         self.sig8 = np.full((rows, cfg.num_perm), _NO_BYTE, np.uint8)
-        self._hashes = _Hashes.make(cfg)
         self._filled = 0
         self._spill = None if spill_dir is None else [Path(spill_dir) / f"band-{b:04d}.u64" for b in range(cfg.num_bands)]
         self._bands = np.zeros((rows, cfg.num_bands), _U64) if self._spill is None else None
@@ -175,29 +208,20 @@ class Sketches:
 
     def add(self, text: pd.Series) -> None:
         """Sketch the next len(text) rows."""
-        column = _as_arrow(text)
-        for lo in range(0, len(column), self.cfg.chunk_rows):
-            self._add_chunk(column.slice(lo, self.cfg.chunk_rows))
+        self.add_sketch(sketch_texts(text, self.cfg))
 
-    def _add_chunk(self, chunk: pa.Array) -> None:
-        at = self._filled
-        self._filled += len(chunk)
-        bands = np.zeros((len(chunk), self.cfg.num_bands), _U64)
-        present = np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
-        if present.size:
-            cp, lens = _normalise(chunk.take(present) if present.size < len(chunk) else chunk)
-            keys = _key_hash(cp, lens, self._hashes)
-            sig = _signature(cp, lens, keys, self.cfg, self._hashes)
-            self.key[at + present] = keys
-            # 8 bits per bin are enough to estimate similarity (b-bit minwise hashing); 255 marks an empty bin.
-            self.sig8[at + present] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
-            bands[present] = _band_hashes(_rotate(sig), self.cfg, self._hashes)
+    def add_sketch(self, sketch: TextSketch) -> None:
+        """Keep the sketch of the next len(sketch.key) rows."""
+        at = slice(self._filled, self._filled + len(sketch.key))
+        self._filled = at.stop
+        self.key[at] = sketch.key
+        self.sig8[at] = sketch.sig8
         if self._spill is None:
-            self._bands[at:at + len(chunk)] = bands
+            self._bands[at] = sketch.bands
         else:
             for band, path in enumerate(self._spill):
                 with path.open("ab") as f:
-                    f.write(np.ascontiguousarray(bands[:, band]).tobytes())
+                    f.write(np.ascontiguousarray(sketch.bands[:, band]).tobytes())
 
     def band(self, band: int) -> np.ndarray:
         """(rows,) uint64 hashes of one band."""
@@ -402,15 +426,6 @@ class _Hashes:
         self.band_salt = band_salt  # (num_bands,) uint64
         self._powers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    @staticmethod
-    def make(cfg: DuplicatesConfig) -> _Hashes:
-        rng = np.random.default_rng(cfg.seed)
-        big = np.iinfo(np.uint64).max
-        return _Hashes(
-            salt=_U64(rng.integers(0, big, dtype=np.uint64, endpoint=True)),
-            band_mult=rng.integers(0, big, size=cfg.rows_per_band, dtype=np.uint64, endpoint=True) | _U64(1),
-            band_salt=rng.integers(0, big, size=cfg.num_bands, dtype=np.uint64, endpoint=True),
-        )
 
     def powers(self, base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """base**i and base**-i modulo 2**64 for i in 0..n (uint64 arithmetic wraps), computed once per run."""
@@ -424,6 +439,18 @@ class _Hashes:
             np.cumprod(np.full(size - 1, pow(base, -1, 1 << 64), _U64), out=inv[1:])
             have = self._powers[base] = (fwd, inv)
         return have
+
+
+@lru_cache(maxsize=4)
+def _hashes_of(seed: int, rows_per_band: int, num_bands: int) -> _Hashes:
+    """The constants of a seed (kept per process: their cached powers are worth keeping between batches)."""
+    rng = np.random.default_rng(seed)
+    big = np.iinfo(np.uint64).max
+    return _Hashes(
+        salt=_U64(rng.integers(0, big, dtype=np.uint64, endpoint=True)),
+        band_mult=rng.integers(0, big, size=rows_per_band, dtype=np.uint64, endpoint=True) | _U64(1),
+        band_salt=rng.integers(0, big, size=num_bands, dtype=np.uint64, endpoint=True),
+    )
 
 
 @lru_cache(maxsize=1)
