@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from data_checks.clean import CleanConfig
-from data_checks.config import IngestConfig, ValidateConfig
+from data_checks.config import EngineConfig, IngestConfig, ValidateConfig
 from data_checks.ingest import read_files
 from data_checks.drift_profile import read_profile
 from data_checks.io import DoclifeError, atomic_dir, write_json, write_parquet
@@ -46,12 +46,14 @@ def _reference(path: Path | None) -> dict | None:
 
 
 def check(source: Path, ingest_cfg: IngestConfig, validate_cfg: ValidateConfig, out_dir: Path,
-          labels: list[str] | None = None, clean_cfg: CleanConfig | None = None, reference: Path | None = None) -> dict[str, Any]:
+          labels: list[str] | None = None, clean_cfg: CleanConfig | None = None, reference: Path | None = None,
+          engine: EngineConfig | None = None) -> dict[str, Any]:
     """Clean and validate `source`; write the findings, the summary and Data Docs under `out_dir`; return the summary.
 
     Without `ingest_cfg.label_column` the corpus is unlabelled and the label rules do not apply. `labels` is
     the declared label set; None declares the labels found in the file (so no label is unknown).
-    `reference` is a snapshot directory or a drift profile file to measure drift against.
+    `reference` is a snapshot directory or a drift profile file to measure drift against. `engine` says where
+    the per-batch work runs (data_checks/engines.py).
     """
     source, out_dir = Path(source), Path(out_dir)
     frame, files = read_files(ingest_cfg, source)
@@ -64,7 +66,7 @@ def check(source: Path, ingest_cfg: IngestConfig, validate_cfg: ValidateConfig, 
     with atomic_dir(out_dir / "data_docs") as docs:
         report, fixes = clean_and_validate(validate_cfg, clean_cfg or CleanConfig(), frame, docs, where=str(source),
                                            labels=labels, labelled=labelled,
-                                           reference=_reference(reference))
+                                           reference=_reference(reference), engine=engine)
     table = report_table(report.findings, fixes)
     write_parquet(out_dir / "report.parquet", table)
     summary = {"source": str(source), **report.summary(), "findings": len(table),

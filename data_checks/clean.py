@@ -14,8 +14,8 @@ in a second pass that writes the cleaned table and the report. Memory does not g
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from data_checks import out_of_core
 from data_checks.config import EngineConfig, need
+from data_checks.engines import map_batches
 from data_checks.core_rules import garbled
 from data_checks.ingest import SCHEMA
 from data_checks.io import DoclifeError, parquet_writer, recorded_path, stage_input_batches, write_json
@@ -138,9 +139,9 @@ WHERE k._pos > f.first_pos AND {marking} ORDER BY pos
 """
 
 
-def _clean_batch(frame: pd.DataFrame, cfg: CleanConfig, start: int) -> pd.DataFrame:
-    """A batch cleaned, with `mojibake`, `fixes` and the key columns of the duplicate search; rows numbered
-    from `start`."""
+def _clean_batch(frame: pd.DataFrame, cfg: CleanConfig) -> pd.DataFrame:
+    """A batch cleaned, with `mojibake`, `fixes` and the key columns of the duplicate search (its index, the
+    rows' positions in the table, becomes `_pos`)."""
     mojibake = garbled(frame["text"])
     text, fixes = clean_texts(frame["text"], cfg, mojibake)
     out = frame.copy()
@@ -150,7 +151,7 @@ def _clean_batch(frame: pd.DataFrame, cfg: CleanConfig, start: int) -> pd.DataFr
     out["fixes"] = ["; ".join(names[row]) for row in fixes.to_numpy()] if len(out) else pd.Series(dtype=object)
     key = duplicate_key(out["text"])
     label = out["label"].astype(object).where(out["label"].notna(), "\x00<no label>")
-    out["_pos"] = np.arange(start, start + len(out), dtype=np.int64)
+    out["_pos"] = frame.index.to_numpy(np.int64)
     out["_key"] = pd.array(pd.util.hash_array(key.fillna("").to_numpy(object)), dtype="UInt64")
     out.loc[key.isna(), "_key"] = pd.NA
     out["_label"] = pd.util.hash_array(label.to_numpy(object))
@@ -179,17 +180,16 @@ def _finish_batch(draft: pd.DataFrame, copies: pd.DataFrame) -> tuple[pd.DataFra
     return out, report.reset_index(drop=True)
 
 
-def _clean_table(cfg: CleanConfig, batches: Iterator[pd.DataFrame], cleaned_path: Path, report_path: Path,
+def _clean_table(cfg: CleanConfig, source: Path | pd.DataFrame, cleaned_path: Path, report_path: Path,
                  engine: EngineConfig) -> dict[str, Any]:
-    """Clean every batch into a draft beside `cleaned_path`, find the later copies over the whole draft, then
-    write the cleaned table and the report; returns the counts per fix (`summarise`'s)."""
+    """Clean every batch of `source` (the ingested table: a file or a frame) into a draft beside `cleaned_path`
+    (the engine runs the batches), find the later copies over the whole draft, then write the cleaned table and
+    the report; returns the counts per fix (`summarise`'s)."""
     with tempfile.TemporaryDirectory(prefix=f".{cleaned_path.name}.", dir=cleaned_path.parent) as tmp:
         draft, copies = Path(tmp) / "draft.parquet", Path(tmp) / "copies.parquet"
-        rows = 0
         with parquet_writer(draft, _DRAFT_SCHEMA) as write:
-            for batch in batches:
-                write(_clean_batch(batch, cfg, rows))
-                rows += len(batch)
+            for cleaned in map_batches(partial(_clean_batch, cfg=cfg), source, engine, "ingest", list(SCHEMA.names)):
+                write(cleaned)
         # With drop_exact_duplicates off the query still runs, so the second pass has its (empty) result to read.
         marking = "true" if cfg.drop_exact_duplicates else "false"
         out_of_core.query(_LATER_COPIES.format(marking=marking), engine, cleaned_path, into=copies, t=draft)
@@ -217,9 +217,7 @@ def clean_frame(frame: pd.DataFrame, cfg: CleanConfig, engine: EngineConfig | No
     engine = engine or EngineConfig()
     with tempfile.TemporaryDirectory(prefix="doclife-clean-") as tmp:
         cleaned_path, report_path = Path(tmp) / "cleaned.parquet", Path(tmp) / "report.parquet"
-        canonical = frame.loc[:, list(SCHEMA.names)]
-        batches = (canonical.iloc[lo:lo + engine.batch_rows] for lo in range(0, len(frame), engine.batch_rows))
-        _clean_table(cfg, batches, cleaned_path, report_path, engine)
+        _clean_table(cfg, frame.loc[:, list(SCHEMA.names)], cleaned_path, report_path, engine)
         cleaned = pd.read_parquet(cleaned_path)
         cleaned.index = frame.index
         return cleaned, pd.read_parquet(report_path)
@@ -242,12 +240,12 @@ def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path
     and summary.json; return the summary."""
     engine = engine or EngineConfig()
     ingested_path, cleaned_path = Path(ingested_path), Path(cleaned_path)
-    batches = stage_input_batches(ingested_path, "ingest", engine.batch_rows)
+    stage_input_batches(ingested_path, "ingest", engine.batch_rows)  # a missing or damaged file fails here, at once
     missing = [c for c in SCHEMA.names if c not in pq.read_schema(ingested_path).names]
     if missing:
         raise DoclifeError(f"{ingested_path}: not an ingested table (no column {missing[0]!r})")
     cleaned_path.parent.mkdir(parents=True, exist_ok=True)
-    counts = _clean_table(cfg, batches, cleaned_path, report_path, engine)
+    counts = _clean_table(cfg, ingested_path, cleaned_path, report_path, engine)
     summary = {"ingested": recorded_path(ingested_path), **counts,
                "outputs": {"cleaned": recorded_path(cleaned_path), "report": recorded_path(report_path)}}
     write_json(summary_path, summary)

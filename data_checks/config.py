@@ -38,6 +38,9 @@ def _section(cls: type, value: Any, where: str) -> Any:
         raise DoclifeError(f"params.yaml: {where}: {err}") from None
 
 
+ENGINE_MODES = ("local", "ray")
+
+
 @dataclass
 class EngineConfig:
     """How the data stages run: the `engine` section of params.yaml, read by every data stage."""
@@ -47,8 +50,15 @@ class EngineConfig:
     memory_limit_mb: int = 128
     """Memory the corpus-wide grouping (DuckDB: repeated ids, exact duplicates) may take before it spills
     to a temporary directory beside the stage's output."""
+    mode: str = "local"
+    """local: every batch in the stage's own process; ray: the per-batch work on a Ray cluster
+    (data_checks/engines.py)."""
+    ray_address: str | None = None
+    """The Ray cluster for mode ray ("auto", "ray://host:10001", ...); null: RAY_ADDRESS, and without it a
+    Ray started on this machine for the stage's run."""
 
     def __post_init__(self) -> None:
+        need(self.mode in ENGINE_MODES, "engine", f"mode must be one of {', '.join(ENGINE_MODES)}, got {self.mode!r}")
         need(self.batch_rows >= 1, "engine", f"batch_rows must be >= 1, got {self.batch_rows}")
         need(self.memory_limit_mb >= 64, "engine", f"memory_limit_mb must be >= 64, got {self.memory_limit_mb}")
 

@@ -21,6 +21,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
 from data_checks.drift import check_drift
 from data_checks.drift_profile import ProfileBuilder, read_profile
 from data_checks.expectations import SITE_NAME, add_checkpoint, run_checkpoint, run_on
-from data_checks.duplicates import Sketches, duplicate_rules, measure_duplicates
+from data_checks.duplicates import Sketches, TextSketch, duplicate_rules, measure_duplicates, sketch_texts
+from data_checks.engines import map_batches
 from data_checks.label_noise import LabelIssues, label_issues, label_noise_rules
 from data_checks.text_quality import measure_text, text_rules
 from data_checks.ingest import CANONICAL_COLUMNS
@@ -187,6 +189,8 @@ class _Table:
     columns: list[str]
     read: Callable[[list[str] | None], Iterator[pd.DataFrame]]
     where: str
+    source: Path | pd.DataFrame
+    """What an engine reads the batches of (data_checks.engines.map_batches)."""
 
     def __post_init__(self) -> None:
         missing = [c for c in CANONICAL_COLUMNS if c not in self.columns]
@@ -198,7 +202,7 @@ class _Table:
         stage_input_batches(path, "clean", batch_rows)  # a missing or damaged file fails here, at once
         parquet = pq.ParquetFile(path)
         return _Table(parquet.metadata.num_rows, parquet.schema_arrow.names,
-                      lambda columns: stage_input_batches(path, "clean", batch_rows, columns), str(path))
+                      lambda columns: stage_input_batches(path, "clean", batch_rows, columns), str(path), path)
 
     @staticmethod
     def of_frame(frame: pd.DataFrame, batch_rows: int, where: str) -> _Table:
@@ -208,14 +212,10 @@ class _Table:
             for lo in range(0, max(len(frame), 1), batch_rows):
                 yield frame.iloc[lo:lo + batch_rows, :] if columns is None else frame.iloc[lo:lo + batch_rows][columns]
 
-        return _Table(len(frame), list(frame.columns), read, where)
+        return _Table(len(frame), list(frame.columns), read, where, frame)
 
     def batches(self) -> Iterator[pd.DataFrame]:
-        """Every column, as validation reads it: object text and labels (GX then checks the type of every value;
-        pandas' string dtype would hide a non-string) and a duplicate_of column even when there was none."""
-        for batch in self.read(None):
-            batch = batch.astype({"text": object, "label": object})
-            yield batch if "duplicate_of" in batch else batch.assign(duplicate_of=None)
+        return map(_as_validated, self.read(None))
 
     def texts_at(self, positions: np.ndarray) -> pd.Series:
         """The texts at ascending `positions`, in that order, from one pass over the text column."""
@@ -237,6 +237,31 @@ class _Table:
                 hit = batch[batch["doc_id"].isin(doc_ids)]
                 found.update(zip(hit["doc_id"], hit["source_row"].astype(int)))
         return found
+
+
+def _as_validated(batch: pd.DataFrame) -> pd.DataFrame:
+    """A batch as validation reads it: object text and labels (GX then checks the type of every value; pandas'
+    string dtype would hide a non-string) and a duplicate_of column even when there was none."""
+    batch = batch.astype({"text": object, "label": object})
+    return batch if "duplicate_of" in batch else batch.assign(duplicate_of=None)
+
+
+@dataclass
+class _Measured:
+    """What the first pass takes from a batch; computed wherever the engine runs the batch."""
+
+    rows: pd.DataFrame
+    """The batch without its text."""
+    has_text: np.ndarray
+    measures: pd.DataFrame
+    """measure_batch's columns."""
+    sketch: TextSketch
+
+
+def _measure_and_sketch(batch: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> _Measured:
+    batch = _as_validated(batch)
+    return _Measured(batch.drop(columns="text"), batch["text"].notna().to_numpy(), measure_batch(batch, cfg, labels),
+                     sketch_texts(batch["text"], cfg.duplicates))
 
 
 def _check_batch(batch: pd.DataFrame, where: str) -> None:
@@ -283,7 +308,7 @@ class _Corpus:
         return _Corpus(np.zeros(rows, np.int64), np.zeros(rows, np.int8), np.full(rows, -1, np.int64),
                        np.zeros(rows, bool), np.zeros(rows, np.uint64))
 
-    def add(self, batch: pd.DataFrame) -> None:
+    def add(self, batch: pd.DataFrame, has_text: np.ndarray) -> None:
         at = slice(batch.index[0], batch.index[-1] + 1)
         self.source_row[at] = batch["source_row"].to_numpy(np.int64)
         self.split[at] = pd.Categorical(batch["split"], categories=SPLITS).codes
@@ -291,7 +316,7 @@ class _Corpus:
         for value in values:
             self.label_values.setdefault(value, len(self.label_values))
         self.label[at] = np.append(np.array([self.label_values[v] for v in values], np.int64), -1)[found]
-        self.has_text[at] = batch["text"].notna().to_numpy()
+        self.has_text[at] = has_text
         self.id_hash[at] = pd.util.hash_pandas_object(batch[INDEX_COLUMN], index=False).to_numpy()
 
     def check_unique_ids(self, table: _Table) -> None:
@@ -347,13 +372,13 @@ Sink = Callable[[pd.DataFrame], None]
 
 def _validate_table(
     cfg: ValidateConfig, table: _Table, validated_out: Sink, quarantine_out: Sink, findings_out: Sink,
-    spill: Path, data_docs_dir: Path | None, labels: list[str] | None, reference: dict | None,
+    spill: Path, data_docs_dir: Path | None, labels: list[str] | None, reference: dict | None, engine: EngineConfig,
 ) -> ValidationReport:
     """Validate `table` in three passes over its batches, writing rows and findings to the sinks as they are
     judged: (1) per-row measures, spilled to `spill`, and the corpus-wide sketches; then the corpus-wide measures
     (duplicates, label noise) from compact arrays; (2) for label noise, the fit samples' texts and a streamed
     prediction; (3) each batch's rule columns through the GX row suite, and its rows to validated or
-    quarantine. Table rules and drift run on counts at the end."""
+    quarantine. Table rules and drift run on counts at the end. The engine runs pass (1)'s batches."""
     context = ex.context(data_docs_dir)
     rules = [r for r in rule_catalogue(cfg) if r.severity != OFF]
     n = table.rows
@@ -361,16 +386,17 @@ def _validate_table(
     sketches = Sketches(cfg.duplicates, n, spill)
     duplicate_targets: set[str] = set()
     measure_columns: list[str] = []
-    for k, batch in enumerate(table.batches()):
-        if not len(batch):
-            continue
-        _check_batch(batch, table.where)
-        corpus.add(batch)
-        measured = measure_batch(batch, cfg, labels)
-        measure_columns = list(measured.columns)
-        np.save(spill / f"measures-{k:06d}.npy", measured.to_numpy(np.float32))
-        sketches.add(batch["text"])
-        duplicate_targets.update(batch["duplicate_of"].dropna())
+    per_row = spill / "measures.f32"  # every row's measures in row order: a batch reads its rows' slice
+    with per_row.open("wb") as spilled:
+        for part in map_batches(partial(_measure_and_sketch, cfg=cfg, labels=labels), table.source, engine, "clean"):
+            if not len(part.rows):
+                continue
+            _check_batch(part.rows, table.where)
+            corpus.add(part.rows, part.has_text)
+            measure_columns = list(part.measures.columns)
+            spilled.write(part.measures.to_numpy(np.float32).tobytes())
+            sketches.add_sketch(part.sketch)
+            duplicate_targets.update(part.rows["duplicate_of"].dropna())
     corpus.check_unique_ids(table)
     split = (corpus.split, list(SPLITS))
     dup = measure_duplicates(sketches, split, corpus.label)
@@ -389,13 +415,15 @@ def _validate_table(
     canonical = list(CANONICAL_COLUMNS)
     profile = ProfileBuilder(cfg.drift)
     profiling = bool(reference and reference.get("rows"))  # without a reference drift compares nothing
-    for k, batch in enumerate(table.batches()):
+    width = len(measure_columns)
+    for batch in table.batches():
         if not len(batch):
             continue
         at = slice(batch.index[0], batch.index[-1] + 1)
-        per_row = pd.DataFrame(np.load(spill / f"measures-{k:06d}.npy"), columns=measure_columns, index=batch.index)
+        spilled = np.fromfile(per_row, np.float32, count=len(batch) * width, offset=at.start * width * 4)
+        measures_of_rows = pd.DataFrame(spilled.reshape(len(batch), width), columns=measure_columns, index=batch.index)
         corpus_wide = pd.DataFrame({f: _as_measure(dup[f][at]) for f in _DUPLICATE_FLAGS}, index=batch.index)
-        measures = pd.concat([per_row, corpus_wide, pd.DataFrame({"label_issue": _as_measure(noise.issue[at])},
+        measures = pd.concat([measures_of_rows, corpus_wide, pd.DataFrame({"label_issue": _as_measure(noise.issue[at])},
                                                                   index=batch.index)], axis=1)
         results = run_on(row_suite, measures.assign(doc_id=batch[INDEX_COLUMN].to_numpy()),
                          f"rows-{at.start}-{at.stop - 1}")
@@ -480,11 +508,12 @@ def validate_frame(
     batches as a file (`validate`), and the report holds the three output tables.
     """
     labels = (list(labels) if labels is not None else list(cfg.labels)) if labelled else None
-    table = _Table.of_frame(frame, (engine or EngineConfig()).batch_rows, where)
+    engine = engine or EngineConfig()
+    table = _Table.of_frame(frame, engine.batch_rows, where)
     outputs: dict[str, list[pd.DataFrame]] = {"validated": [], "quarantine": [], "findings": []}
     with tempfile.TemporaryDirectory(prefix="doclife-validate.") as spill:
         report = _validate_table(cfg, table, outputs["validated"].append, outputs["quarantine"].append,
-                                 outputs["findings"].append, Path(spill), data_docs_dir, labels, reference)
+                                 outputs["findings"].append, Path(spill), data_docs_dir, labels, reference, engine)
     empty = {"findings": pd.DataFrame(columns=list(FINDING_COLUMNS)).astype({"source_row": "Int64"})}
     report.validated, report.quarantine, report.findings = (
         pd.concat(parts, ignore_index=True) if parts else empty.get(name, pd.DataFrame())
@@ -541,7 +570,7 @@ def validate(
         sinks = [stack.enter_context(parquet_writer(path, schemas[name])) for name, path in
                  (("validated", validated_path), ("quarantine", quarantine_path), ("findings", findings_path))]
         reference = read_profile(reference_path) if reference_path is not None else None
-        report = _validate_table(cfg, table, *sinks, spill, docs_tmp, labels, reference)
+        report = _validate_table(cfg, table, *sinks, spill, docs_tmp, labels, reference, engine)
 
     summary = {
         "input": recorded_path(cleaned_path),
@@ -561,9 +590,9 @@ def validate(
 def clean_and_validate(
     validate_cfg: ValidateConfig, clean_cfg: CleanConfig, frame: pd.DataFrame, data_docs_dir: Path | None = None,
     where: str = "<frame>", labels: list[str] | None = None, labelled: bool = True,
-    reference: dict | None = None,
+    reference: dict | None = None, engine: EngineConfig | None = None,
 ) -> tuple[ValidationReport, pd.DataFrame]:
     """Clean an ingested table and validate it: (the validation report, the cleaning report)."""
-    cleaned, fixes = clean_frame(frame, clean_cfg)
-    report = validate_frame(validate_cfg, cleaned, data_docs_dir, where, labels, labelled, reference)
+    cleaned, fixes = clean_frame(frame, clean_cfg, engine)
+    report = validate_frame(validate_cfg, cleaned, data_docs_dir, where, labels, labelled, reference, engine)
     return report, fixes

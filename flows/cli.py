@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +209,7 @@ def _serve(args: argparse.Namespace, at: Layout) -> int:
 
 def _check(args: argparse.Namespace, at: Layout) -> int:
     from data_checks.check import check
-    from data_checks.config import IngestConfig, ValidateConfig
+    from data_checks.config import EngineConfig, IngestConfig, ValidateConfig
 
     # Thresholds from the workspace's params.yaml when there is one; the reading of SOURCE from the flags.
     params = load_params(at.params) if at.params.is_file() else None
@@ -216,8 +217,11 @@ def _check(args: argparse.Namespace, at: Layout) -> int:
     reading = IngestConfig(source=args.source, text_column=args.text_column, label_column=args.label_column,
                            header=not args.no_header)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    engine = params.engine if params else EngineConfig()
+    if args.engine:
+        engine = replace(engine, mode=args.engine)
     summary = check(Path(args.source), reading, rules, Path(args.out), labels, params.clean if params else None,
-                    Path(args.reference) if args.reference else None)
+                    Path(args.reference) if args.reference else None, engine)
     print(json.dumps({k: summary[k] for k in ("source", "rows_in", "validated", "quarantined", "warnings", "findings",
                                               "success", "failures", "report", "data_docs")}, indent=2,
                      ensure_ascii=False))
@@ -325,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--labels", help="the declared labels, comma-separated (default: the labels found in SOURCE)")
     chk.add_argument("--reference", help="a snapshot directory (or its drift_profile.json) to measure drift against")
     chk.add_argument("--out", required=True, help="directory for report.parquet, summary.json and data_docs/")
+    chk.add_argument("--engine", choices=("local", "ray"), help="where the per-batch work runs (default: the "
+                     "workspace's engine.mode, else local); ray connects to engine.ray_address or RAY_ADDRESS, "
+                     "else starts a Ray on this machine")
     sub.add_parser("serve", help="serve the scheduled lifecycle and the source watcher (needs a Prefect server)")
     init = sub.add_parser("init", help="make a workspace for a corpus: git + DVC repository, params.yaml, dvc.yaml")
     init.add_argument("directory", help="the new workspace (a new or empty directory)")
