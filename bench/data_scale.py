@@ -4,11 +4,13 @@ shards, each stage in a process of its own, so its wall time and peak RSS are it
 For each size, the sample generator's corpus (four topics, Chinese and English, its planted defects) is
 written as files of 100,000 documents, alternating gzip CSV and zstd JSONL; `doclife init` makes a workspace
 whose `ingest.source` is that directory, and the stages run as `doclife STAGE` does in it. The first and the last
-size are compared stage by stage: peak RSS and seconds per document. After the first size, a new file of 5%
-new documents lands and every stage runs again: its cost against the full run, and how many snapshot shards
-changed. Writes bench/results/data_scale.json.
+size are compared stage by stage: peak RSS and seconds per document. On the first size, a second workspace
+runs every stage with `engine.mode: ray` on a Ray started on this machine (`ray start --head`, as many CPUs as
+the machine has): whether it writes the same snapshot, quarantine and findings, and its wall time against
+local mode's. Then a new file of 5% new documents lands and every stage runs again: its cost against the full
+run, and how many snapshot shards changed. Writes bench/results/data_scale.json.
 
-    python -m bench.data_scale [--sizes 1000000,10000000]
+    python -m bench.data_scale [--sizes 1000000,10000000] [--no-ray]
 """
 
 from __future__ import annotations
@@ -91,10 +93,45 @@ def one_size(root: Path, n_docs: int) -> dict:
     return run | {"validated": summary["validated"], "quarantined": summary["quarantined"]}
 
 
-def _shard_digests(ws: Path) -> dict[str, str]:
+def _sha256(path: Path) -> str:
     import hashlib
 
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (ws / "data/snapshot/corpus.parquet").iterdir()}
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ray_against_local(root: Path, run: dict) -> dict:
+    """The first size's stages again in a workspace whose engine.mode is ray, on a Ray cluster of this machine."""
+    import yaml
+
+    n_docs = run["documents"]
+    source, local, ws = root / f"shards_{n_docs}", root / f"ws_{n_docs}", root / f"ws_{n_docs}_ray"
+    _child(["init", str(ws), "--source", str(source), "--text-column", "text", "--label-column", "label"], root)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["engine"] |= {"mode": "ray", "ray_address": "auto"}
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ray = Path(sys.executable).parent / "ray"
+    subprocess.run([ray, "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True)
+    try:
+        steps = {stage: _child([stage], ws) for stage in run["stages"]}
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True)
+    seconds = round(sum(step["seconds"] for step in steps.values()), 1)
+    same = {name: _sha256(local / path) == _sha256(ws / path) for name, path in
+            (("quarantine", "data/quarantine.parquet"), ("findings", "reports/validate/findings.parquet"),
+             ("validated", "data/validated.parquet"))}
+    manifests = [json.loads((w / "data/snapshot/manifest.json").read_text()) for w in (local, ws)]
+    same["snapshot"] = manifests[0]["content_sha256"] == manifests[1]["content_sha256"]
+    for stage in run["stages"]:
+        print(f"  ray {stage:<9}{steps[stage]['seconds']:>5.1f} s (local {run['steps'][stage]['seconds']:.1f} s)", flush=True)
+    print(f"  engine ray: {seconds:.1f} s against {run['seconds']:.1f} s local; identical files: {same}", flush=True)
+    return {"cpus": os.cpu_count(), "steps": steps, "seconds": seconds,
+            "seconds_ratio": round(seconds / run["seconds"], 3), "identical": same,
+            "snapshot": manifests[1]["snapshot"]}
+
+
+def _shard_digests(ws: Path) -> dict[str, str]:
+    return {p.name: _sha256(p) for p in (ws / "data/snapshot/corpus.parquet").iterdir()}
 
 
 def new_week(root: Path, run: dict) -> dict:
@@ -119,13 +156,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated corpus sizes")
     parser.add_argument("--name", default="data_scale", help="result file: bench/results/NAME.json")
+    parser.add_argument("--no-ray", action="store_true", help="skip the engine.mode ray run")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="doclife-data-scale-") as tmp:
         runs = [one_size(Path(tmp), sizes[0])]
+        ray = None if args.no_ray else ray_against_local(Path(tmp), runs[0])
         week = new_week(Path(tmp), runs[0])
         runs += [one_size(Path(tmp), n) for n in sizes[1:]]
-    result: dict = {"runs": runs, "new_week": week, "device": f"{os.cpu_count()} cores"}
+    result: dict = {"runs": runs, "ray": ray, "new_week": week, "device": f"{os.cpu_count()} cores"}
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
         scale = large["documents"] / small["documents"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -150,8 +151,9 @@ PREDICT_CHUNK = 100_000
 
 TextsAt = Callable[[np.ndarray], pd.Series]
 """The texts at the given (ascending) row positions, in that order."""
-TextBatches = Callable[[], Iterable[pd.Series]]
-"""The text column batch by batch, in row order, each batch indexed by its rows' positions."""
+MapTexts = Callable[[Callable[[pd.Series], Any]], Iterable[Any]]
+"""Applies a function to the text column batch by batch, in row order (each batch indexed by its rows'
+positions), and yields its results: wherever the engine runs them (data_checks/engines.py)."""
 
 
 @dataclass
@@ -184,13 +186,13 @@ class LabelIssues:
 
 
 def out_of_fold_probabilities(positions: np.ndarray, codes: np.ndarray, n_labels: int, cfg: LabelNoiseConfig,
-                              texts_at: TextsAt, text_batches: TextBatches) -> np.ndarray:
+                              texts_at: TextsAt, map_texts: MapTexts) -> np.ndarray:
     """(len(positions), n_labels) probabilities of the rows at `positions`, each from a model fit on the folds
     it is not in.
 
     Only the fit samples' texts are read at once (max_rows per fold); predictions are made batch by batch as
-    the text column streams past, so memory follows max_rows and the batch size rather than the corpus. The
-    idf weights come from the first fold's fit sample.
+    the text column streams past (`map_texts` runs them), so memory follows max_rows and the batch size rather
+    than the corpus. The idf weights come from the first fold's fit sample.
     """
     from sklearn.linear_model import SGDClassifier
     from sklearn.model_selection import StratifiedKFold
@@ -222,14 +224,27 @@ def out_of_fold_probabilities(positions: np.ndarray, codes: np.ndarray, n_labels
         models.append(model)
     del fit_texts
 
-    probs = np.zeros((len(codes), n_labels), np.float32)
-    for batch in text_batches():
-        lo, hi = np.searchsorted(positions, [batch.index[0], batch.index[-1] + 1]) if len(batch) else (0, 0)
+    # Each checked row's fold, by table position (-1: not checked): what a batch needs to know of the table.
+    fold_at = np.full(int(positions[-1]) + 1 if len(positions) else 0, -1, np.int8)
+    fold_at[positions] = fold_of
+
+    def predict(batch: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(table positions of the batch's checked rows, their out-of-fold probabilities)."""
+        at = batch.index.to_numpy()
+        folds = fold_at[at[at < len(fold_at)]]
+        at = at[:len(folds)][folds >= 0]
+        folds = folds[folds >= 0]
+        out = np.zeros((len(at), n_labels), np.float32)
         for k, model in enumerate(models):
-            rows = lo + np.flatnonzero(fold_of[lo:hi] == k)
+            rows = np.flatnonzero(folds == k)
             for start in range(0, len(rows), PREDICT_CHUNK):
                 part = rows[start:start + PREDICT_CHUNK]
-                probs[np.ix_(part, model.classes_)] = model.predict_proba(tfidf(features(batch.loc[positions[part]]), idf))
+                out[np.ix_(part, model.classes_)] = model.predict_proba(tfidf(features(batch.loc[at[part]]), idf))
+        return at, out
+
+    probs = np.zeros((len(codes), n_labels), np.float32)
+    for at, predicted in map_texts(predict):
+        probs[np.searchsorted(positions, at)] = predicted
     return probs
 
 
@@ -255,12 +270,12 @@ def find_label_issues(frame: pd.DataFrame, cfg: LabelNoiseConfig) -> pd.DataFram
     split = (pd.factorize(frame["split"].astype("string")) if "split" in frame
              else (np.zeros(len(frame), np.int64), cfg.splits[:1]))
     issues = label_issues((label_code, list(label_names)), (split[0], list(split[1])), texts.notna().to_numpy(), cfg,
-                          lambda at: texts.iloc[at], lambda: [texts])
+                          lambda at: texts.iloc[at], lambda predict: [predict(texts)])
     return issues.frame(slice(None), frame.index)
 
 
 def label_issues(label: tuple[np.ndarray, list], split: tuple[np.ndarray, list], has_text: np.ndarray,
-                 cfg: LabelNoiseConfig, texts_at: TextsAt, text_batches: TextBatches) -> LabelIssues:
+                 cfg: LabelNoiseConfig, texts_at: TextsAt, map_texts: MapTexts) -> LabelIssues:
     """The label-noise measures of a corpus given as (code per row, values) of its labels and splits (-1: null),
     whether each row has text, and readers of its text column (see `find_label_issues` for what is checked)."""
     n = len(has_text)
@@ -280,7 +295,7 @@ def label_issues(label: tuple[np.ndarray, list], split: tuple[np.ndarray, list],
     rank = np.full(len(label_names), -1, np.int64)
     rank[np.flatnonzero(learnable)] = np.searchsorted(names, [str(label_names[c]) for c in np.flatnonzero(learnable)])
     codes = rank[label_code[positions]]
-    probs = out_of_fold_probabilities(positions, codes, len(names), cfg, texts_at, text_batches)
+    probs = out_of_fold_probabilities(positions, codes, len(names), cfg, texts_at, map_texts)
     flagged = _cleanlab_issues(codes, probs, cfg.filter_by)
 
     others = probs.copy()

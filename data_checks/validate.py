@@ -226,8 +226,9 @@ class _Table:
                 parts.append(batch["text"].loc[positions[lo:hi]])
         return pd.concat(parts) if parts else pd.Series([], dtype=object)
 
-    def text_batches(self) -> Iterator[pd.Series]:
-        return (batch["text"] for batch in self.read(["text"]))
+    def map_texts(self, engine: EngineConfig) -> Callable[[Callable[[pd.Series], Any]], Iterator[Any]]:
+        """Runs a function of a text batch over the text column on `engine` (label noise's predictions)."""
+        return lambda fn: map_batches(lambda batch: fn(batch["text"]), self.source, engine, "clean", ["text"])
 
     def source_rows_of(self, doc_ids: set[str]) -> dict[str, int]:
         """{doc_id: source_row} of the rows whose doc_id is in `doc_ids`."""
@@ -402,7 +403,7 @@ def _validate_table(
     dup = measure_duplicates(sketches, split, corpus.label)
     del sketches
     noise = (label_issues((corpus.label, list(corpus.label_values)), split, corpus.has_text, cfg.label_noise,
-                          table.texts_at, table.text_batches)
+                          table.texts_at, table.map_texts(engine))
              if labels is not None else LabelIssues.none(n))
     kept = table.source_rows_of(duplicate_targets)
 

@@ -207,7 +207,7 @@ def test_streamed_text_batches_give_the_same_report():
     texts = frame["text"]
     label = pd.factorize(frame["label"])
     split = (np.zeros(len(frame), np.int64), ["train"])
-    batches = lambda: [texts.iloc[lo:lo + 7] for lo in range(0, len(texts), 7)]  # noqa: E731
+    batches = lambda predict: [predict(texts.iloc[lo:lo + 7]) for lo in range(0, len(texts), 7)]  # noqa: E731
     streamed = label_issues((label[0], list(label[1])), split, texts.notna().to_numpy(), cfg, lambda at: texts.iloc[at],
                             batches)
     whole = find_label_issues(frame, cfg)
