@@ -312,3 +312,51 @@ def test_batches_of_any_size_give_the_same_outputs(tmp_path: Path) -> None:
     # Each batch is one run of the row suite in the one Data Docs site.
     pages = list((tmp_path / "batch97/docs/validations/rows").rglob("*.html"))
     assert len(pages) == -(-small["rows_in"] // 97)
+
+
+KILL_DURING_VALIDATE = """
+import os, signal, sys
+from pathlib import Path
+from data_checks import validate as v
+from data_checks.config import EngineConfig, ValidateConfig
+
+real, runs = v.run_on, [0]
+
+def run_on(*args, **kwargs):  # die in the middle of the judging pass, its outputs half written
+    runs[0] += 1
+    if runs[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+v.run_on = run_on
+root = Path(sys.argv[1])
+v.validate(ValidateConfig(), root / "cleaned.parquet", root / "v.parquet", root / "q.parquet", root / "f.parquet",
+           root / "s.json", root / "docs", None, EngineConfig(batch_rows=300))
+"""
+
+
+def test_kill_9_in_the_middle_of_validating_then_the_same_command_completes(tmp_path: Path) -> None:
+    """kill -9 while batches are being judged and written; the rerun writes what an uninterrupted run does, every
+    input row in validated or quarantine, and removes the killed run's spill directory."""
+    import subprocess
+    import sys
+
+    write_sample_corpus(SampleConfig(n_docs=1500, seed=4, defects_per_kind=3), tmp_path / "raw.csv")
+    ingest(IngestConfig(), tmp_path / "raw.csv", tmp_path / "ingested.parquet")
+    clean(CleanConfig(), tmp_path / "ingested.parquet", tmp_path / "cleaned.parquet", tmp_path / "fixes.parquet",
+          tmp_path / "clean.json")
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_VALIDATE, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert list(tmp_path.glob(".v.parquet.spill.*")), "the run was killed before it spilled anything"
+    assert not (tmp_path / "v.parquet").exists() and not (tmp_path / "s.json").exists()
+
+    out = {k: v.parent / v.name for k, v in _outputs(tmp_path).items()}
+    summary = validate(ValidateConfig(), tmp_path / "cleaned.parquet", **out, engine=EngineConfig(batch_rows=300))
+    assert not list(tmp_path.glob(".v.parquet.spill.*"))
+    rows_in = len(pd.read_parquet(tmp_path / "cleaned.parquet"))
+    assert summary["rows_in"] == rows_in == len(pd.read_parquet(out["validated_path"])) + len(pd.read_parquet(out["quarantine_path"]))
+    uninterrupted = _outputs(tmp_path / "whole")
+    validate(ValidateConfig(), tmp_path / "cleaned.parquet", **uninterrupted, engine=EngineConfig(batch_rows=300))
+    for key in ("validated_path", "quarantine_path", "findings_path"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out[key]), pd.read_parquet(uninterrupted[key]))
