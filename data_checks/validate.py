@@ -33,14 +33,15 @@ import pyarrow.parquet as pq
 from data_checks import expectations as ex
 from data_checks.clean import CleanConfig, clean_frame
 from data_checks.config import SPLITS, EngineConfig, ValidateConfig
-from data_checks.core_rules import core_rules, fill_nan_float32, measure_core
+from data_checks.core_rules import core_rules
 from data_checks.drift import check_drift
 from data_checks.drift_profile import ProfileBuilder, read_profile
 from data_checks.expectations import SITE_NAME, add_checkpoint, run_checkpoint, run_on
-from data_checks.duplicates import Sketches, TextSketch, duplicate_rules, measure_duplicates, sketch_texts
+from data_checks.duplicates import Sketches, duplicate_rules, measure_duplicates
 from data_checks.engines import map_batches
 from data_checks.label_noise import LabelIssues, label_issues, label_noise_rules
-from data_checks.text_quality import measure_text, text_rules
+from data_checks.row_measures import as_validated, measure_and_sketch
+from data_checks.text_quality import text_rules
 from data_checks.ingest import CANONICAL_COLUMNS
 from data_checks.io import DoclifeError, atomic_dir, parquet_writer, recorded_path, stage_input_batches, write_json
 from data_checks.rulebook import FAIL, OFF, QUARANTINE, WARN, RowRule
@@ -107,19 +108,6 @@ def rule_catalogue(cfg: ValidateConfig) -> list[RowRule]:
     if unknown:
         raise DoclifeError(f"params.yaml: validate.rules: unknown rule(s) {', '.join(unknown)} (known: {', '.join(names)})")
     return [r.configured(cfg.rules.get(r.name)) for r in rules]
-
-
-def measure_batch(batch: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> pd.DataFrame:
-    """Every per-row rule's measure column (core and noise, float32) for one batch, `chunk_rows` rows at a time."""
-    def measure_chunk(chunk: pd.DataFrame) -> pd.DataFrame:
-        core = fill_nan_float32(measure_core(chunk, labels))
-        noise = measure_text(chunk["text"], cfg.text_quality)
-        # An empty text is text_blank's (or text_invisible_only's) finding alone, not also every noise rule's.
-        noise.loc[(core["text_blank"] == 1).to_numpy() | (core["text_invisible_only"] == 1).to_numpy(), :] = np.nan
-        return pd.concat([core, noise], axis=1)
-
-    parts = [measure_chunk(batch.iloc[lo : lo + cfg.chunk_rows]) for lo in range(0, len(batch), cfg.chunk_rows)]
-    return pd.concat(parts) if parts else measure_chunk(batch)
 
 
 # Corpus-wide measures that are rule columns (the rest of find_duplicates' columns point at rows or explain).
@@ -215,7 +203,7 @@ class _Table:
         return _Table(len(frame), list(frame.columns), read, where, frame)
 
     def batches(self) -> Iterator[pd.DataFrame]:
-        return map(_as_validated, self.read(None))
+        return map(as_validated, self.read(None))
 
     def texts_at(self, positions: np.ndarray) -> pd.Series:
         """The texts at ascending `positions`, in that order, from one pass over the text column."""
@@ -238,31 +226,6 @@ class _Table:
                 hit = batch[batch["doc_id"].isin(doc_ids)]
                 found.update(zip(hit["doc_id"], hit["source_row"].astype(int)))
         return found
-
-
-def _as_validated(batch: pd.DataFrame) -> pd.DataFrame:
-    """A batch as validation reads it: object text and labels (GX then checks the type of every value; pandas'
-    string dtype would hide a non-string) and a duplicate_of column even when there was none."""
-    batch = batch.astype({"text": object, "label": object})
-    return batch if "duplicate_of" in batch else batch.assign(duplicate_of=None)
-
-
-@dataclass
-class _Measured:
-    """What the first pass takes from a batch; computed wherever the engine runs the batch."""
-
-    rows: pd.DataFrame
-    """The batch without its text."""
-    has_text: np.ndarray
-    measures: pd.DataFrame
-    """measure_batch's columns."""
-    sketch: TextSketch
-
-
-def _measure_and_sketch(batch: pd.DataFrame, cfg: ValidateConfig, labels: list[str] | None) -> _Measured:
-    batch = _as_validated(batch)
-    return _Measured(batch.drop(columns="text"), batch["text"].notna().to_numpy(), measure_batch(batch, cfg, labels),
-                     sketch_texts(batch["text"], cfg.duplicates))
 
 
 def _check_batch(batch: pd.DataFrame, where: str) -> None:
@@ -389,7 +352,7 @@ def _validate_table(
     measure_columns: list[str] = []
     per_row = spill / "measures.f32"  # every row's measures in row order: a batch reads its rows' slice
     with per_row.open("wb") as spilled:
-        for part in map_batches(partial(_measure_and_sketch, cfg=cfg, labels=labels), table.source, engine, "clean"):
+        for part in map_batches(partial(measure_and_sketch, cfg=cfg, labels=labels), table.source, engine, "clean"):
             if not len(part.rows):
                 continue
             _check_batch(part.rows, table.where)
