@@ -110,11 +110,19 @@ def _on_ray(fn: Callable[[pd.DataFrame], T], source: Path | pd.DataFrame, engine
 
     if not pieces:
         return
+
     def run(piece: dict[str, Any]) -> dict[str, np.ndarray]:
-        # One row per piece holding fn's result pickled: Ray Data would turn an array-like result into a tensor.
-        return {"result": np.array([pickle.dumps(fn(read(piece)), protocol=5)], dtype=object)}
+        try:
+            result = fn(read(piece))
+        except DoclifeError as err:  # Ray would wrap it in a remote traceback: it is raised below, as it is
+            result = err
+        # One row per piece holding the result pickled: Ray Data would turn an array-like result into a tensor.
+        return {"result": np.array([pickle.dumps(result, protocol=5)], dtype=object)}
 
     dataset = ray.data.from_items(pieces, override_num_blocks=len(pieces)).map_batches(
         run, batch_size=1, batch_format="numpy")
     for results in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        yield from map(pickle.loads, results["result"])
+        for result in map(pickle.loads, results["result"]):
+            if isinstance(result, DoclifeError):
+                raise result
+            yield result

@@ -95,6 +95,16 @@ def test_batches_come_back_in_row_order_as_the_objects_returned(tmp_path: Path, 
     assert starts == list(range(0, 1000, 100))  # whole row groups, read on the workers
 
 
+def test_a_bad_batch_on_a_worker_is_the_one_line_error_local_mode_gives(local_ray: None) -> None:
+    def check(batch: pd.DataFrame) -> pd.DataFrame:
+        if batch.index[0] >= 128:
+            raise DoclifeError(f"<frame>: row {batch.index[0]} is bad")
+        return batch
+
+    with pytest.raises(DoclifeError, match=r"^<frame>: row 128 is bad$"):
+        list(map_batches(check, pd.DataFrame({"n": range(300)}), EngineConfig(batch_rows=64, mode="ray"), "clean"))
+
+
 def test_an_unknown_engine_mode_is_one_line() -> None:
     with pytest.raises(DoclifeError, match="engine: mode must be one of local, ray, got 'spark'"):
         EngineConfig(mode="spark")
