@@ -8,9 +8,11 @@ size are compared stage by stage: peak RSS and seconds per document. On the firs
 runs every stage with `engine.mode: ray` on a Ray started on this machine (`ray start --head`, as many CPUs as
 the machine has): whether it writes the same snapshot, quarantine and findings, and its wall time against
 local mode's. Then a new file of 5% new documents lands and every stage runs again: its cost against the full
-run, and how many snapshot shards changed. Writes bench/results/data_scale.json.
+run, and how many snapshot shards changed. Last, every stage on documents of about 2 kB (each 20 generated
+documents, one per line), whose per-character work sets the rate of long-document corpora. Writes
+bench/results/data_scale.json.
 
-    python -m bench.data_scale [--sizes 1000000,10000000] [--no-ray]
+    python -m bench.data_scale [--sizes 1000000,10000000] [--no-ray] [--long-docs 1000000]
 """
 
 from __future__ import annotations
@@ -51,6 +53,29 @@ def write_shards(out: Path, n_docs: int, shards: int, seed: int = 11) -> float:
     return sum(p.stat().st_size for p in out.iterdir()) / 1e6
 
 
+LONG_PARTS = 20  # generated documents a long one joins, one per line: about 2 kB of UTF-8 (1,500 characters)
+
+
+def write_long_shards(out: Path, n_docs: int, shards: int, seed: int = 21) -> float:
+    """`n_docs` documents of about 2 kB as `shards` gzip CSV files: each joins LONG_PARTS generated documents of
+    one topic, one per line (no planted defects); returns their size in MB."""
+    import numpy as np
+    import pandas as pd
+
+    from data_checks.config import SampleConfig
+    from data_checks.sample_corpus import generate_sample_corpus
+
+    out.mkdir(parents=True)
+    for i in range(shards):
+        size = n_docs // shards + (i < n_docs % shards)
+        short = generate_sample_corpus(SampleConfig(n_docs=size * LONG_PARTS, seed=seed + i, defects_per_kind=0))
+        rows = pd.concat([pd.DataFrame({"text": texts.groupby(np.arange(len(texts)) // LONG_PARTS).agg("\n".join),
+                                        "label": label})
+                          for label, texts in short.dropna().groupby("label")["text"]], ignore_index=True)
+        rows.to_csv(out / f"part-{i:04d}.csv.gz", index=False)
+    return sum(p.stat().st_size for p in out.iterdir()) / 1e6
+
+
 def _child(args: list[str], cwd: Path) -> dict:
     """`python -m bench.data_scale --child ...` in `cwd`: what the command measured of itself."""
     done = subprocess.run([sys.executable, "-m", "bench.data_scale", "--child", *args], cwd=cwd, capture_output=True,
@@ -73,13 +98,17 @@ def child(args: list[str]) -> None:
     print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "peak_rss_gb": peak_rss_gb()}), flush=True)
 
 
-def one_size(root: Path, n_docs: int) -> dict:
-    source = root / f"shards_{n_docs}"
-    shards = max(1, n_docs // 100_000)
+def one_size(root: Path, n_docs: int, long: bool = False) -> dict:
+    """Every stage on `n_docs` generated documents: short ones in files of 100,000, or (`long`) ~2 kB ones in
+    files of 10,000."""
+    kind = "long_" if long else ""
+    source = root / f"shards_{kind}{n_docs}"
+    shards = max(1, n_docs // (10_000 if long else 100_000))
     started = time.perf_counter()
-    mb = write_shards(source, n_docs, shards)
-    print(f"{n_docs:,} documents as {shards} shards ({mb:.0f} MB) in {time.perf_counter() - started:.0f} s", flush=True)
-    ws = root / f"ws_{n_docs}"
+    mb = (write_long_shards if long else write_shards)(source, n_docs, shards)
+    print(f"{n_docs:,} {'~2 kB ' if long else ''}documents as {shards} shards ({mb:.0f} MB) in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    ws = root / f"ws_{kind}{n_docs}"
     steps = {"init": _child(["init", str(ws), "--source", str(source), "--text-column", "text", "--label-column",
                              "label"], root)}
     stages = list(STAGES)
@@ -157,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", default="1000000,10000000", help="comma-separated corpus sizes")
     parser.add_argument("--name", default="data_scale", help="result file: bench/results/NAME.json")
     parser.add_argument("--no-ray", action="store_true", help="skip the engine.mode ray run")
+    parser.add_argument("--long-docs", type=int, default=1_000_000, help="documents of ~2 kB (0: none)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="doclife-data-scale-") as tmp:
@@ -164,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
         ray = None if args.no_ray else ray_against_local(Path(tmp), runs[0])
         week = new_week(Path(tmp), runs[0])
         runs += [one_size(Path(tmp), n) for n in sizes[1:]]
-    result: dict = {"runs": runs, "ray": ray, "new_week": week, "device": f"{os.cpu_count()} cores"}
+        long = one_size(Path(tmp), args.long_docs, long=True) if args.long_docs else None
+    result: dict = {"runs": runs, "ray": ray, "new_week": week, "long_docs": long, "device": f"{os.cpu_count()} cores"}
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
         scale = large["documents"] / small["documents"]
