@@ -51,6 +51,9 @@ class LabelNoiseConfig:
     """Longest character n-gram used as a feature."""
     n_features: int = 2**20
     """Hashing space of the n-gram features; collisions are rare below about a million distinct n-grams."""
+    max_chars: int = 256
+    """The model reads each text's first max_chars characters: enough to tell its label, and the features'
+    memory (about 3 n-grams a character) then stays bounded on documents of any length."""
     alpha: float = 3e-5
     """L2 regularisation of the logistic-loss SGD classifier."""
     epochs: int = 5
@@ -81,6 +84,7 @@ class LabelNoiseConfig:
               f"need 1 <= min_ngram <= max_ngram, got {self.min_ngram} and {self.max_ngram}")
         need(self.max_ngram <= 8, SECTION, f"max_ngram must be <= 8, got {self.max_ngram}")
         need(self.n_features >= 2, SECTION, f"n_features must be >= 2, got {self.n_features}")
+        need(self.max_chars >= 1, SECTION, f"max_chars must be >= 1, got {self.max_chars}")
         need(self.alpha > 0, SECTION, f"alpha must be > 0, got {self.alpha}")
         need(self.epochs >= 1, SECTION, f"epochs must be >= 1, got {self.epochs}")
         need(self.filter_by in FILTERS, SECTION, f"filter_by must be one of {', '.join(FILTERS)}, got {self.filter_by!r}")
@@ -211,7 +215,8 @@ def out_of_fold_probabilities(positions: np.ndarray, codes: np.ndarray, n_labels
     fit_texts.index = needed  # by checked-row number
 
     def features(texts: pd.Series) -> sp.csr_matrix:
-        return char_ngram_features(texts, cfg.min_ngram, cfg.max_ngram, cfg.n_features)
+        return char_ngram_features(texts.astype(str).str.slice(0, cfg.max_chars), cfg.min_ngram, cfg.max_ngram,
+                                   cfg.n_features)
 
     idf = _idf(features(fit_texts.loc[fits[0]]))
     models = []

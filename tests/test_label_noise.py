@@ -176,7 +176,7 @@ def test_char_ngrams_cover_chinese_and_spaced_text():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"folds": 1}, {"min_ngram": 3, "max_ngram": 2}, {"filter_by": "argmax"}, {"folds": 5, "min_rows_per_label": 4},
+    [{"folds": 1}, {"max_chars": 0}, {"min_ngram": 3, "max_ngram": 2}, {"filter_by": "argmax"}, {"folds": 5, "min_rows_per_label": 4},
      {"max_rows": 0}, {"splits": []}, {"alpha": 0}],
 )
 def test_bad_settings_are_one_line_errors(kwargs):
