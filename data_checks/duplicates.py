@@ -19,18 +19,20 @@ is flagged, so evaluation text stays where it is and training never sees it.
 The sketch is one-permutation MinHash: one 64-bit hash per shingle picks one of `num_bands * rows_per_band`
 bins and competes for its minimum, so the cost grows with the shingles, not with shingles x bins. It is
 computed with numpy over `chunk_rows` texts at a time (rolling hashes over the concatenated code points);
-across chunks only a 64-bit key, the band hashes and 8 bits per bin of each row are kept (`Sketches`: about
-110 bytes a row in memory with the defaults; the band hashes, 160 bytes a row, can go to disk, one file per
-band, since the LSH pass reads one band at a time). Bands are hashed after filling each empty bin from the next non-empty one, so short
-texts still fall into buckets; two texts sharing a bucket are kept when their Jaccard similarity, estimated
-from the bins not empty in both, reaches `threshold`.
+across chunks only a 64-bit key, the band hashes and 8 bits per bin of each row are kept (`Sketches`: with
+the defaults 8 bytes a row in memory and, with a spill directory, 260 on disk: the LSH pass and the
+verification of its candidates read them back a bounded block at a time). Bands are hashed after filling each
+empty bin from the next non-empty one, so short texts still fall into buckets; two texts sharing a bucket
+are kept when their Jaccard similarity, estimated from the bins not empty in both, reaches `threshold`.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -189,21 +191,25 @@ def sketch_texts(text: pd.Series, cfg: DuplicatesConfig) -> TextSketch:
 class Sketches:
     """The key and sketch of every text of a corpus, added batch by batch in row order.
 
-    The 8-bit signatures stay in memory (num_perm bytes a row: they are read at random when candidate pairs
-    are verified). The band hashes (8 bytes a band a row) go, with `spill_dir`, to one file per band, because
-    the LSH pass reads one band at a time: a corpus's band hashes never need to be in memory together.
+    The keys stay in memory (8 bytes a row). With `spill_dir` the rest goes to disk as it comes: the 8-bit
+    signatures (num_perm bytes a row) to one file, read back `_BLOCK_BYTES` at a time when candidate pairs
+    are verified, and the band hashes (8 bytes a band a row) to one file per band, since the LSH pass reads
+    one band at a time; the candidate pairs are shelved there too. Without it everything stays in memory.
     """
 
     def __init__(self, cfg: DuplicatesConfig, rows: int, spill_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.rows = rows
+        self.spill_dir = None if spill_dir is None else Path(spill_dir)
         self.key = np.zeros(rows, _U64)  # 0: null or blank text
-        self.sig8 = np.full((rows, cfg.num_perm), _NO_BYTE, np.uint8)
         self._filled = 0
-        self._spill = None if spill_dir is None else [Path(spill_dir) / f"band-{b:04d}.u64" for b in range(cfg.num_bands)]
-        self._bands = np.zeros((rows, cfg.num_bands), _U64) if self._spill is None else None
-        if self._spill is not None:
-            for path in self._spill:
+        if self.spill_dir is None:
+            self._sig8 = np.full((rows, cfg.num_perm), _NO_BYTE, np.uint8)
+            self._bands = np.zeros((rows, cfg.num_bands), _U64)
+        else:
+            self._sig8_file = self.spill_dir / "sig8.u8"
+            self._band_files = [self.spill_dir / f"band-{b:04d}.u64" for b in range(cfg.num_bands)]
+            for path in (self._sig8_file, *self._band_files):
                 path.write_bytes(b"")
 
     def add(self, text: pd.Series) -> None:
@@ -215,25 +221,72 @@ class Sketches:
         at = slice(self._filled, self._filled + len(sketch.key))
         self._filled = at.stop
         self.key[at] = sketch.key
-        self.sig8[at] = sketch.sig8
-        if self._spill is None:
+        if self.spill_dir is None:
+            self._sig8[at] = sketch.sig8
             self._bands[at] = sketch.bands
-        else:
-            for band, path in enumerate(self._spill):
-                with path.open("ab") as f:
-                    f.write(np.ascontiguousarray(sketch.bands[:, band]).tobytes())
+            return
+        with self._sig8_file.open("ab") as f:
+            f.write(np.ascontiguousarray(sketch.sig8).tobytes())
+        for band, path in enumerate(self._band_files):
+            with path.open("ab") as f:
+                f.write(np.ascontiguousarray(sketch.bands[:, band]).tobytes())
 
-    def band(self, band: int) -> np.ndarray:
-        """(rows,) uint64 hashes of one band."""
+    def signatures(self, lo: int, hi: int) -> np.ndarray:
+        """(rows, num_perm) uint8 signatures of rows lo:hi (hi clipped to the corpus)."""
         assert self._filled == self.rows, (self._filled, self.rows)
-        if self._spill is None:
-            return self._bands[:, band]
-        return np.fromfile(self._spill[band], dtype=_U64)
+        hi = min(hi, self.rows)
+        if self.spill_dir is None:
+            return self._sig8[lo:hi]
+        width = self.cfg.num_perm
+        # Read, not memory-mapped: mapped pages once touched count as the process's memory.
+        return np.fromfile(self._sig8_file, np.uint8, (hi - lo) * width, offset=lo * width).reshape(hi - lo, width)
+
+    def band(self, band: int, lo: int, hi: int) -> np.ndarray:
+        """(hi - lo,) uint64 hashes of one band for rows lo:hi."""
+        assert self._filled == self.rows, (self._filled, self.rows)
+        if self.spill_dir is None:
+            return self._bands[lo:hi, band]
+        return np.fromfile(self._band_files[band], _U64, hi - lo, offset=lo * 8)
 
 
-# Pointers need 64 bits and label counts 32; every other measure is a flag (int8).
-_DTYPES = {"duplicate_of": np.int64, "near_duplicate_of": np.int64, "leak_of": np.int64,
-           "labels_per_text": np.int32, "labels_per_cluster": np.int32}
+class _Shelf:
+    """Arrays put away under a number and taken back all at once: in memory, or with a directory in one file
+    per number, so that what waits to be taken costs disk and not memory."""
+
+    def __init__(self, directory: Path | None, dtype: type, width: int) -> None:
+        self.directory, self.dtype, self.width = directory, dtype, width
+        self._kept: dict[int, list[np.ndarray]] = {}
+
+    def put(self, number: int, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, self.dtype)
+        if self.directory is None:
+            self._kept.setdefault(number, []).append(values)
+        else:
+            with self._path(number).open("ab") as f:
+                f.write(values.tobytes())
+
+    def take(self, number: int, rows: int) -> Iterator[np.ndarray]:
+        """Everything put under `number`, `rows` rows at a time (arrays of (<= rows, width)); then forgotten."""
+        if self.directory is None:
+            parts = self._kept.pop(number, [])
+            values = np.concatenate(parts) if parts else np.empty((0, self.width), self.dtype)
+            for lo in range(0, len(values), rows):
+                yield values[lo:lo + rows]
+            return
+        path = self._path(number)
+        if not path.exists():
+            return
+        row_bytes = np.dtype(self.dtype).itemsize * self.width
+        for lo in range(0, path.stat().st_size // row_bytes, rows):
+            yield np.fromfile(path, self.dtype, rows * self.width, offset=lo * row_bytes).reshape(-1, self.width)
+        path.unlink()
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"pairs-{number:08d}.bin"
+
+
+_POINTERS = ("duplicate_of", "near_duplicate_of", "leak_of")
+_LABEL_COUNTS = ("labels_per_text", "labels_per_cluster")
 
 
 def measure_duplicates(sketches: Sketches, split: tuple[np.ndarray, list], label_code: np.ndarray
@@ -241,12 +294,17 @@ def measure_duplicates(sketches: Sketches, split: tuple[np.ndarray, list], label
     """Every MEASURES column for every sketched row, as arrays (-1, or NaN for the similarity: not applicable).
 
     `split` is (code per row, the split each code stands for) and `label_code` a code per row (-1: null), as
-    `codes` makes them. Pointers are int64, flags int8, label counts int32: a few bytes a row in all. The
-    sketches are spent: their signatures are released once the candidate pairs are verified."""
+    `codes` makes them. Each column takes the narrowest type that holds it, since validate keeps them for the
+    whole corpus: pointers int32 (int64 from 2**31 rows), label counts int8 (wider only for more than 127
+    labels), flags int8; the similarity stays float64, as float32 would round some (0.725) to another
+    2-decimal figure: 27 bytes a row in all."""
     n = sketches.rows
-    out = {name: np.full(n, -1, _DTYPES.get(name, np.int8)) for name in MEASURES if name != "near_duplicate_similarity"}
+    pointer = np.int32 if n <= 2**31 else np.int64
+    count = _narrowest_int(int(label_code.max()) + 1 if label_code.size else 0)
+    out = {name: np.full(n, -1, pointer if name in _POINTERS else count if name in _LABEL_COUNTS else np.int8)
+           for name in MEASURES if name != "near_duplicate_similarity"}
     out["near_duplicate_similarity"] = np.full(n, np.nan)
-    valid = np.flatnonzero(sketches.key != 0)
+    valid = np.flatnonzero(sketches.key != 0).astype(pointer)
     if valid.size:
         _measure(sketches, split, label_code, valid, out)
     return out
@@ -259,76 +317,128 @@ def measure_duplicates(sketches: Sketches, split: tuple[np.ndarray, list], label
 def _measure(sketches: Sketches, split: tuple[np.ndarray, list], label_code: np.ndarray, rows: np.ndarray,
              out: dict[str, np.ndarray]) -> None:
     # rows: positions of the rows with text. Texts are numbered in order of first appearance and sketched by
-    # their first row.
-    text_id, uniques = pd.factorize(sketches.key[rows])
-    n_text = len(uniques)
-    rep = rows[np.unique(text_id, return_index=True)[1]]
-    ta, tb, sim = _near_pairs(sketches, rep)
-    sketches.sig8 = None  # spent, and the largest part of the sketches: the grouping below needs the room
+    # their first row. Each per-row array here is as narrow as it can be and dropped once used, and groups are
+    # found by sorting, not hashing (pandas' hash tables take several times the keys' room): at ten million
+    # rows a byte a row is 10 MB.
+    index = rows.dtype
+    text_id, first = _number(sketches.key[rows], index)
+    n_text = first.size
+    ta, tb, sim = _near_pairs(sketches, rows[first])
     similarity = out["near_duplicate_similarity"]
 
     split_code, split_names = split[0][rows], split[1]  # -1: null or no split column
-    rank_of = np.array([SPLITS.index(name) if name in SPLITS else -1 for name in split_names] + [-1], np.int64)
+    rank_of = np.array([SPLITS.index(name) if name in SPLITS else -1 for name in split_names] + [-1], np.int8)
     rank = rank_of[split_code]  # 0 train, 1 validation, 2 test, -1 anything else
 
     # Exact duplicates, keep-first within (split, text); a null split is a split of its own here.
-    group = text_id.astype(np.int64) * (len(split_names) + 1) + split_code + 1
-    first = _first_index(group)
-    pos = rows  # positions in the input
-    dup = first != np.arange(rows.size)
-    out["duplicate_of"][pos[dup]] = pos[first[dup]]
-    out["exact_duplicate"][pos] = dup
+    width = len(split_names) + 1
+    code = np.int32 if n_text * width < 2**31 else np.int64  # of a (text, split) pair
+    copy, first = _number(text_id.astype(code) * width + split_code + 1, index)
+    first_index = first[copy]
+    del copy
+    dup = first_index != np.arange(rows.size, dtype=index)
+    out["duplicate_of"][rows[dup]] = rows[first_index[dup]]
+    out["exact_duplicate"][rows] = dup
+    del first_index, dup
+
+    # First copies (one per text and split, in row order), and the same sorted by (text, split) to look up
+    # the first copies of a text.
+    f_pos, f_rank = rows[first], rank[first]
+    f_code = (text_id[first].astype(code) * width + split_code[first] + 1).astype(code)
+    del first, split_code
+    by_code = np.argsort(f_code, kind="stable")
+    f_code, f_pos, f_rank = f_code[by_code], f_pos[by_code], f_rank[by_code]
+    del by_code
+    out["near_duplicate"][f_pos] = 0
 
     # Near duplicates within a split: for every verified text pair and every split holding both texts, the
     # later first-copy points at the earlier one; each row keeps its earliest such partner.
-    # Narrow columns: these frames hold every first copy, and their merges and sorts are this stage's peak.
-    index = np.int32 if rows.size and int(rows[-1]) < 2**31 else np.int64
-    firsts = pd.DataFrame({"text": text_id[~dup].astype(index), "split": split_code[~dup].astype(np.int8),
-                           "pos": pos[~dup].astype(index), "rank": rank[~dup].astype(np.int8)})
-    out["near_duplicate"][pos[~dup]] = 0
     if ta.size:
-        pairs = pd.DataFrame({"a": ta, "b": tb, "sim": sim})
-        both = (pairs.merge(firsts[["text", "split", "pos"]].rename(columns={"text": "a", "pos": "pa"}), on="a")
-                .merge(firsts[["text", "split", "pos"]].rename(columns={"text": "b", "pos": "pb"}), on=["b", "split"]))
-        later = np.maximum(both["pa"].to_numpy(), both["pb"].to_numpy())
-        earlier = np.minimum(both["pa"].to_numpy(), both["pb"].to_numpy())
-        best = (pd.DataFrame({"later": later, "earlier": earlier, "sim": both["sim"].to_numpy()})
-                .sort_values(["later", "earlier"], kind="stable").drop_duplicates("later"))
-        at = best["later"].to_numpy()
-        out["near_duplicate_of"][at] = best["earlier"].to_numpy()
-        similarity[at] = best["sim"].to_numpy()
-        out["near_duplicate"][at] = 1
+        pair, at_a = _copies_of(ta, f_code, width)
+        want = tb[pair].astype(code) * width + (f_code[at_a] - ta[pair].astype(code) * width)
+        at_b = np.minimum(np.searchsorted(f_code, want), f_code.size - 1)
+        match = f_code[at_b] == want
+        pa, pb, pair = f_pos[at_a[match]], f_pos[at_b[match]], pair[match]
+        later, earlier = np.maximum(pa, pb), np.minimum(pa, pb)
+        order = np.lexsort((earlier, later))
+        later, earlier, pair = later[order], earlier[order], pair[order]
+        best = np.ones(later.size, bool)  # the earliest partner of each row
+        best[1:] = later[1:] != later[:-1]
+        out["near_duplicate_of"][later[best]] = earlier[best]
+        similarity[later[best]] = sim[pair[best]]
+        out["near_duplicate"][later[best]] = 1
 
     # Leakage: a row is leaked when its text, or a near duplicate of it, has a copy in a later split; it
-    # points at the first copy in the latest such split.
-    known = firsts[firsts["rank"] >= 0]
-    candidates = [known[["text", "rank", "pos"]]]
-    if ta.size:
-        for src, dst in ((ta, tb), (tb, ta)):
-            link = pd.DataFrame({"text": src, "other": dst})
-            candidates.append(link.merge(known.rename(columns={"text": "other"}), on="other")[["text", "rank", "pos"]])
-    best = (pd.concat(candidates).sort_values(["text", "rank", "pos"], ascending=[True, False, True], kind="stable")
-            .drop_duplicates("text"))
-    best_rank = np.full(n_text, -1, np.int64)
-    best_pos = np.full(n_text, -1, np.int64)
-    best_rank[best["text"].to_numpy()] = best["rank"].to_numpy()
-    best_pos[best["text"].to_numpy()] = best["pos"].to_numpy()
+    # points at the first copy in the latest such split. Candidates are ranked by one code: the latest split
+    # first, then the earliest row (positions below 2**40).
+    bits = np.int64(40)
+    f_best = np.where(f_rank >= 0, (f_rank.astype(np.int64) << bits) | ((1 << bits) - 1 - f_pos.astype(np.int64)), -1)
+    best = np.full(n_text, -1, np.int64)
+    np.maximum.at(best, f_code // width, f_best)
+    for src, dst in ((ta, tb), (tb, ta)):
+        which, at = _copies_of(dst, f_code, width)
+        np.maximum.at(best, src[which], f_best[at])
+    del f_code, f_pos, f_rank, f_best
+    best_rank = np.where(best >= 0, best >> bits, -1).astype(np.int8)
+    best_pos = np.where(best >= 0, (1 << bits) - 1 - (best & ((1 << bits) - 1)), -1).astype(index)
+    del best
     in_split = rank >= 0
     leak = in_split & (rank < best_rank[text_id])
-    out["split_leakage"][pos[in_split]] = leak[in_split]
-    out["leak_of"][pos[leak]] = best_pos[text_id[leak]]
+    out["split_leakage"][rows[in_split]] = leak[in_split]
+    out["leak_of"][rows[leak]] = best_pos[text_id[leak]]
+    del in_split, leak, best_rank, best_pos, rank
 
     # Labels: distinct non-null labels per text, and per near-duplicate cluster (connected texts).
     label_code = label_code[rows]
     per_text = _distinct(text_id, label_code)
-    out["labels_per_text"][pos] = per_text
-    out["conflicting_label"][pos] = per_text > 1
+    out["labels_per_text"][rows] = per_text
+    out["conflicting_label"][rows] = per_text > 1
+    del per_text
     graph = coo_matrix((np.ones(ta.size), (ta, tb)), shape=(n_text, n_text))
     cluster_of_text = connected_components(graph, directed=False)[1]
-    per_cluster = _distinct(cluster_of_text[text_id], label_code)
-    texts_in_cluster = np.bincount(cluster_of_text)[cluster_of_text[text_id]]
-    out["labels_per_cluster"][pos] = per_cluster
-    out["near_duplicate_conflicting_label"][pos] = (texts_in_cluster > 1) & (per_cluster > 1)
+    cluster = cluster_of_text[text_id]
+    del text_id
+    per_cluster = _distinct(cluster, label_code)
+    texts_in_cluster = np.bincount(cluster_of_text)[cluster]
+    out["labels_per_cluster"][rows] = per_cluster
+    out["near_duplicate_conflicting_label"][rows] = (texts_in_cluster > 1) & (per_cluster > 1)
+
+
+def _copies_of(texts: np.ndarray, codes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(which of `texts`, index in `codes`) for every first copy of each of `texts`; `codes` are the sorted
+    text * width + split + 1 of the first copies."""
+    lo = np.searchsorted(codes, texts.astype(codes.dtype) * width)
+    count = np.searchsorted(codes, (texts.astype(codes.dtype) + 1) * width) - lo
+    which = np.repeat(np.arange(texts.size), count)
+    return which, np.arange(which.size) - np.repeat(np.cumsum(count) - count - lo, count)
+
+
+def _number(codes: np.ndarray, index: type) -> tuple[np.ndarray, np.ndarray]:
+    """Number the distinct codes in order of first appearance: (the number of each element, the index of
+    each number's first element). By a stable sort, which needs a few copies of the codes and no hash table."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    new = np.empty(codes.size, bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    del ordered
+    first = order[new]  # stable: the earliest element of each code
+    by_appearance = np.argsort(first)
+    number_of = np.empty(first.size, index)
+    number_of[by_appearance] = np.arange(first.size, dtype=index)
+    first = first[by_appearance].astype(index)
+    del by_appearance
+    group = np.cumsum(new, dtype=index)
+    del new
+    group -= 1
+    number = np.empty(codes.size, index)
+    number[order] = number_of[group]
+    return number, first
+
+
+def _narrowest_int(largest: int) -> type:
+    """The narrowest signed integer type that holds 0..largest."""
+    return next(t for t in (np.int8, np.int16, np.int32, np.int64) if largest <= np.iinfo(t).max)
 
 
 def _distinct(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -337,12 +447,6 @@ def _distinct(groups: np.ndarray, codes: np.ndarray) -> np.ndarray:
     width = int(codes.max()) + 1 if known.any() else 1
     pairs = np.unique(groups[known].astype(np.int64) * width + codes[known])
     return np.bincount(pairs // width, minlength=int(groups.max()) + 1)[groups]
-
-
-def _first_index(codes: np.ndarray) -> np.ndarray:
-    """For each element, the index of the first element with the same code."""
-    uniq, first = np.unique(codes, return_index=True)
-    return first[np.searchsorted(uniq, codes)]
 
 
 def _estimate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -359,46 +463,94 @@ def _estimate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(true_agree / np.maximum(union, 1), 0.0, 1.0)
 
 
+_BLOCK_BYTES = 1 << 24
+"""Signature bytes read at once when candidates are verified; two blocks are held at a time."""
+_GROUP_TEXTS = 1 << 21
+"""Texts whose band hashes are grouped into buckets at once."""
+
+
 def _near_pairs(sketches: Sketches, rep: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Verified near-duplicate text pairs (a < b, estimated Jaccard >= threshold) from LSH buckets, one band
-    at a time. rep: the row sketching each text, in text order. Pairs are returned as text numbers.
-    """
-    cfg, sig8 = sketches.cfg, sketches.sig8
+    """Verified near-duplicate text pairs (a < b, estimated Jaccard >= threshold) from LSH buckets. rep: the
+    row sketching each text, in text order. Pairs are returned as text numbers, sorted.
+
+    Memory is bounded by blocks, not by the corpus, so the signatures can stay on disk: each band's buckets
+    are grouped a slice of hash values at a time, and every band's candidates are shelved by the pair of
+    signature blocks holding their two texts; then each block pair is read once and its candidates verified
+    a bounded chunk at a time."""
+    cfg = sketches.cfg
     n = rep.size
-    found = []
-    # Each band's candidates are verified at once and only true pairs kept: on text made of few, common
-    # shingles the buckets grow large, and holding every band's candidates would take gigabytes.
-    step = 1 << 16  # bounded (pairs, num_perm) temporaries
+    index = np.int32 if n < 2**31 else np.int64
+    block = max(1, _BLOCK_BYTES // cfg.num_perm)  # signature rows a block
+    blocks = -(-sketches.rows // block)
+    shelf = _Shelf(sketches.spill_dir, index, 2)
     for band in range(cfg.num_bands):
-        keys = sketches.band(band)[rep]
+        for a, b in _band_candidates(sketches, band, rep, cfg.bucket_compare):
+            block_pair = rep[a] // block * blocks + rep[b] // block
+            order = np.argsort(block_pair, kind="stable")
+            block_pair = block_pair[order]
+            cut = np.flatnonzero(np.r_[True, block_pair[1:] != block_pair[:-1], True])
+            for lo, hi in pairwise(cut):
+                at = order[lo:hi]
+                shelf.put(int(block_pair[lo]), np.stack([a[at], b[at]], axis=1))
+    step = 1 << 16  # candidates verified at once: bounded (pairs, num_perm) temporaries
+    found, found_sim = [], []
+    for i in range(blocks):
+        here = None
+        for j in range(i, blocks):  # a < b, so the second text's block is never before the first's
+            there = None
+            # A pair sharing buckets in several bands is verified each time, as the pass over all bands
+            # gives candidates by the hundred million: deduplicating them would cost more than it saves.
+            for pairs in shelf.take(i * blocks + j, step):
+                if here is None:
+                    here = sketches.signatures(i * block, (i + 1) * block)
+                if there is None:
+                    there = here if j == i else sketches.signatures(j * block, (j + 1) * block)
+                sim = _estimate(here[rep[pairs[:, 0]] - i * block], there[rep[pairs[:, 1]] - j * block])
+                keep = sim >= cfg.threshold - 1e-9
+                found.append(pairs[keep, 0].astype(np.int64) * n + pairs[keep, 1])
+                found_sim.append(sim[keep])
+    if not found:
+        return np.empty(0, index), np.empty(0, index), np.empty(0)
+    flat, first = np.unique(np.concatenate(found), return_index=True)
+    return (flat // n).astype(index), (flat % n).astype(index), np.concatenate(found_sim)[first]
+
+
+def _band_candidates(sketches: Sketches, band: int, rep: np.ndarray, compare: int):
+    """Candidate pairs (a, b) of one band, as text numbers with a < b: each member of a bucket against the
+    bucket's `compare` earliest members. Buckets are grouped one slice of hash values (hash % slices) at a
+    time, so that only about _GROUP_TEXTS texts' hashes are held and sorted at once."""
+    n = rep.size
+    slices = -(-n // _GROUP_TEXTS)
+    read = 1 << 20  # band rows read at a time
+    for part in range(slices):
+        keys, texts = [], []
+        for lo in range(0, sketches.rows, read):
+            hi = min(lo + read, sketches.rows)
+            t_lo, t_hi = np.searchsorted(rep, [lo, hi])
+            values = sketches.band(band, lo, hi)[rep[t_lo:t_hi] - lo]
+            text = np.arange(t_lo, t_hi, dtype=rep.dtype)
+            if slices > 1:
+                mine = values % _U64(slices) == part
+                values, text = values[mine], text[mine]
+            keys.append(values)
+            texts.append(text)
+        keys, texts = np.concatenate(keys), np.concatenate(texts)
         order = np.argsort(keys, kind="stable")  # stable: a bucket's members stay in text order
         keys = keys[order]
         # Only texts that share their bucket matter, and on real corpora they are few: every array below is
-        # as long as they are, not as the corpus (the full-length temporaries are the peak of this stage).
+        # as long as they are, not as the slice.
         same = keys[1:] == keys[:-1]
         members = np.flatnonzero(np.r_[False, same] | np.r_[same, False])
         if not members.size:
             continue
-        order, keys = order[members], keys[members]
+        text, keys = texts[order[members]], keys[members]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         sizes = np.diff(np.r_[starts, members.size])
         start_of = np.repeat(starts, sizes)
         rank = np.arange(members.size) - start_of
-        for k in range(min(cfg.bucket_compare, int(sizes.max()) - 1)):
-            # Member of rank > k against the bucket's member of rank k.
-            later = rank > k
-            a, b = order[start_of[later] + k], order[later]
-            for lo in range(0, a.size, step):
-                pa_, pb = a[lo:lo + step], b[lo:lo + step]
-                sim = _estimate(sig8[rep[pa_]], sig8[rep[pb]])
-                keep = sim >= cfg.threshold - 1e-9
-                found.append(np.stack([pa_[keep] * n + pb[keep], sim[keep].view(np.int64)]))
-    if not found:
-        empty = np.empty(0, np.int64)
-        return empty, empty, np.empty(0)
-    pairs = np.concatenate(found, axis=1)
-    flat, first = np.unique(pairs[0], return_index=True)
-    return flat // n, flat % n, pairs[1][first].view(np.float64)
+        for k in range(min(compare, int(sizes.max()) - 1)):
+            later = rank > k  # member of rank > k against the bucket's member of rank k
+            yield text[start_of[later] + k], text[later]
 
 
 # ----------------------------------------------------------------------------------------------------------

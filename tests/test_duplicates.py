@@ -6,7 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_checks.duplicates import MEASURES, DuplicatesConfig, Sketches, codes, duplicate_rules, find_duplicates, measure_duplicates
+from data_checks import duplicates
+from data_checks.duplicates import (
+    MEASURES,
+    DuplicatesConfig,
+    Sketches,
+    codes,
+    duplicate_rules,
+    find_duplicates,
+    measure_duplicates,
+)
 from data_checks.io import DoclifeError
 from data_checks.rulebook import QUARANTINE, WARN
 
@@ -185,17 +194,42 @@ def test_bad_settings_are_one_line_errors(bad: dict) -> None:
 
 
 def test_band_hashes_spilled_to_disk_give_the_same_measures(tmp_path) -> None:
-    """Sketches added in batches with their band hashes in one file per band measure what one in-memory pass does."""
+    """Sketches added in batches with their signatures and band hashes on disk measure what one in-memory pass does."""
     frame = corpus([(EN, "a", "train"), (EN_OTHER, "b", "train"), (ZH, "a", "test"), (EN_EDIT, "a", "train"),
                     (ZH_EDIT, "b", "train"), (None, "a", "train"), (EN, "b", "validation")] * 3)
     cfg = DuplicatesConfig(chunk_rows=2)
     sketches = Sketches(cfg, len(frame), tmp_path)
     for lo in range(0, len(frame), 5):
         sketches.add(frame["text"].iloc[lo:lo + 5])
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"band-{b:04d}.u64" for b in range(cfg.num_bands)]
+    spilled_files = sorted([*(f"band-{b:04d}.u64" for b in range(cfg.num_bands)), "sig8.u8"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == spilled_files
     spilled = measure_duplicates(sketches, codes(frame, "split"), codes(frame, "label")[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == spilled_files  # the shelved candidate pairs are gone
     whole = find_duplicates(frame, cfg)
     for name in MEASURES:
         expected = whole[name].astype("float64").fillna(-1 if name != "near_duplicate_similarity" else np.nan)
         np.testing.assert_array_equal(spilled[name].astype("float64"), expected.to_numpy(), err_msg=name)
     assert (whole["near_duplicate"] == 1).sum() >= 1 and (whole["split_leakage"] == 1).sum() >= 1
+
+
+def test_signature_blocks_and_hash_slices_give_the_same_measures(tmp_path, monkeypatch) -> None:
+    """Near copies whose signatures lie in different blocks, and buckets grouped a slice of hash values at a
+    time, measure what one block and one slice do; the arrays are narrow."""
+    rows = [(EN, "a", "train"), (EN_OTHER, "b", "train"), (ZH, "a", "test"), ("好评", "a", "train"),
+            (None, "a", "train"), (ZH_OTHER, "b", "validation"), (EN_EDIT, "b", "train"), (ZH_EDIT, "a", "test"),
+            ("好评！", "b", "train"), (EN, "a", "validation")]
+    frame = corpus(rows * 4)
+    cfg = DuplicatesConfig(chunk_rows=3)
+    whole = find_duplicates(frame, cfg)
+    monkeypatch.setattr(duplicates, "_BLOCK_BYTES", 4 * cfg.num_perm)  # 4 rows a signature block
+    monkeypatch.setattr(duplicates, "_GROUP_TEXTS", 3)  # 3 slices of band hash values
+    sketches = Sketches(cfg, len(frame), tmp_path)
+    for lo in range(0, len(frame), 7):
+        sketches.add(frame["text"].iloc[lo:lo + 7])
+    blocked = measure_duplicates(sketches, codes(frame, "split"), codes(frame, "label")[0])
+    for name in MEASURES:
+        expected = whole[name].astype("float64").fillna(-1 if name != "near_duplicate_similarity" else np.nan)
+        np.testing.assert_array_equal(blocked[name].astype("float64"), expected.to_numpy(), err_msg=name)
+    assert (whole["near_duplicate"] == 1).sum() >= 3 and (whole["split_leakage"] == 1).sum() >= 3
+    assert blocked["duplicate_of"].dtype == np.int32 and blocked["labels_per_text"].dtype == np.int8
+    assert blocked["near_duplicate_similarity"].dtype == np.float64
