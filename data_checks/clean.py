@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 
 from data_checks import out_of_core
 from data_checks.config import EngineConfig, need
-from data_checks.engines import map_batches
 from data_checks.core_rules import garbled
+from data_checks.engines import map_batches
 from data_checks.ingest import SCHEMA
 from data_checks.io import DoclifeError, parquet_writer, recorded_path, stage_input_batches, write_json
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -42,13 +41,18 @@ def map_batches(fn: Callable[[pd.DataFrame], T], source: Path | pd.DataFrame, en
     the very objects `fn` returned: their types and values do not depend on the engine."""
     if engine.mode == "local":
         if isinstance(source, pd.DataFrame):
-            frame = source.reset_index(drop=True)
-            batches = (frame.iloc[lo:lo + engine.batch_rows] for lo in range(0, len(frame), engine.batch_rows))
+            batches = _slices(source, engine.batch_rows)
         else:
             batches = stage_input_batches(source, stage, engine.batch_rows, columns)
         yield from map(fn, batches)
         return
     yield from _on_ray(fn, source, engine, stage, columns)
+
+
+def _slices(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    """A frame `rows` rows at a time, each slice indexed by its rows' positions."""
+    frame = frame.reset_index(drop=True)
+    return (frame.iloc[lo:lo + rows] for lo in range(0, len(frame), rows))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,8 +96,7 @@ def _on_ray(fn: Callable[[pd.DataFrame], T], source: Path | pd.DataFrame, engine
     ray = _ray(engine)
     if isinstance(source, pd.DataFrame):
         # Slices go to the object store pickled, so their values stay the very objects the frame holds.
-        frame = source.reset_index(drop=True)
-        refs = [ray.put(frame.iloc[lo:lo + engine.batch_rows]) for lo in range(0, len(frame), engine.batch_rows)]
+        refs = [ray.put(part) for part in _slices(source, engine.batch_rows)]
         pieces: list[dict[str, Any]] = [{"slice": k} for k in range(len(refs))]
 
         def read(piece: dict[str, Any]) -> pd.DataFrame:
