@@ -78,12 +78,16 @@ class DuplicatesConfig:
     """Seed of the hash functions; the same seed always gives the same result."""
     chunk_rows: int = 32_768
     """Texts shingled and sketched at a time; the memory of the text work grows with it (~150 MB here)."""
+    chunk_chars: int = 2_000_000
+    """Characters shingled and sketched at a time, at most (a longer text is a chunk of its own): on long
+    documents this, not chunk_rows, bounds the text work's memory (about 80 bytes a character)."""
     bucket_compare: int = 4
     """Each text in an LSH bucket is compared with at most this many of the bucket's earliest texts."""
 
     def __post_init__(self) -> None:
         section = "validate.duplicates"
-        for name in ("word_ngram", "char_ngram", "num_bands", "rows_per_band", "chunk_rows", "bucket_compare"):
+        for name in ("word_ngram", "char_ngram", "num_bands", "rows_per_band", "chunk_rows", "chunk_chars",
+                     "bucket_compare"):
             need(getattr(self, name) >= 1, section, f"{name} must be >= 1, got {getattr(self, name)}")
         need(0.0 < self.threshold <= 1.0, section, f"threshold must be in (0, 1], got {self.threshold}")
         need(self.num_bands * self.rows_per_band <= 1024, section,
@@ -168,14 +172,16 @@ class TextSketch:
 
 
 def sketch_texts(text: pd.Series, cfg: DuplicatesConfig) -> TextSketch:
-    """The keys, signatures and band hashes of `text`, `cfg.chunk_rows` texts at a time."""
+    """The keys, signatures and band hashes of `text`, at most `cfg.chunk_rows` texts and `cfg.chunk_chars`
+    characters at a time."""
     column = _as_arrow(text)
     n = len(column)
     out = TextSketch(np.zeros(n, _U64), np.full((n, cfg.num_perm), _NO_BYTE, np.uint8),
                      np.zeros((n, cfg.num_bands), _U64))
     hashes = _hashes_of(cfg.seed, cfg.rows_per_band, cfg.num_bands)
-    for lo in range(0, n, cfg.chunk_rows):
-        chunk = column.slice(lo, cfg.chunk_rows)
+    chars = pc.fill_null(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
+    for lo, hi in _chunks(chars, cfg.chunk_rows, cfg.chunk_chars):
+        chunk = column.slice(lo, hi - lo)
         present = lo + np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
         if not present.size:
             continue
@@ -186,6 +192,21 @@ def sketch_texts(text: pd.Series, cfg: DuplicatesConfig) -> TextSketch:
         out.sig8[present] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
         out.bands[present] = _band_hashes(_rotate(sig), cfg, hashes)
     return out
+
+
+def _chunks(chars: np.ndarray, max_rows: int, max_chars: int) -> list[tuple[int, int]]:
+    """Consecutive (lo, hi) row ranges covering `chars` (each row's length), each of at most max_rows rows and
+    max_chars characters, or of one row when that row alone is longer."""
+    bounds, lo, n = [], 0, len(chars)
+    ends = np.cumsum(chars, dtype=np.int64)
+    while lo < n:
+        before = ends[lo - 1] if lo else 0
+        # The last row that keeps the chunk within max_chars; at least the first one.
+        hi = max(int(np.searchsorted(ends, before + max_chars, side="right")), lo + 1)
+        hi = min(hi, lo + max_rows, n)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
 
 
 class Sketches:

@@ -172,6 +172,15 @@ def test_result_does_not_depend_on_chunk_size() -> None:
     large = find_duplicates(frame, DuplicatesConfig(chunk_rows=10_000))
     pd.testing.assert_frame_equal(small, large)
     assert small["near_duplicate"].sum() > 0 and small["split_leakage"].sum() > 0
+    # Chunks cut by characters (every long text a chunk of its own) give the same result too.
+    pd.testing.assert_frame_equal(find_duplicates(frame, DuplicatesConfig(chunk_chars=10)), large)
+
+
+def test_chunks_hold_at_most_their_rows_and_characters_and_cover_every_row() -> None:
+    chars = np.array([5, 0, 30, 2, 2, 2, 9, 1])
+    chunks = duplicates._chunks(chars, max_rows=3, max_chars=8)
+    assert chunks == [(0, 2), (2, 3), (3, 6), (6, 7), (7, 8)]  # the 30-character text alone
+    assert [lo for lo, _ in chunks[1:]] == [hi for _, hi in chunks[:-1]]
 
 
 def test_rules_and_their_defaults() -> None:
@@ -187,7 +196,7 @@ def test_rules_and_their_defaults() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"threshold": 0.0}, {"threshold": 1.5}, {"word_ngram": 0}, {"chunk_rows": 0},
-                                 {"num_bands": 0}, {"chunk_rows": 10**9}])
+                                 {"num_bands": 0}, {"chunk_rows": 10**9}, {"chunk_chars": 0}])
 def test_bad_settings_are_one_line_errors(bad: dict) -> None:
     with pytest.raises(DoclifeError, match="validate.duplicates"):
         DuplicatesConfig(**bad)
