@@ -188,7 +188,8 @@ def _clean_table(cfg: CleanConfig, source: Path | pd.DataFrame, cleaned_path: Pa
     with tempfile.TemporaryDirectory(prefix=f".{cleaned_path.name}.", dir=cleaned_path.parent) as tmp:
         draft, copies = Path(tmp) / "draft.parquet", Path(tmp) / "copies.parquet"
         with parquet_writer(draft, _DRAFT_SCHEMA) as write:
-            for cleaned in map_batches(partial(_clean_batch, cfg=cfg), source, engine, "ingest", list(SCHEMA.names)):
+            for cleaned in map_batches(partial(_clean_batch, cfg=cfg), source, engine, "ingest", list(SCHEMA.names),
+                                       reuse=True):
                 write(cleaned)
         # With drop_exact_duplicates off the query still runs, so the second pass has its (empty) result to read.
         marking = "true" if cfg.drop_exact_duplicates else "false"

@@ -56,6 +56,10 @@ class EngineConfig:
     ray_address: str | None = None
     """The Ray cluster for mode ray ("auto", "ray://host:10001", ...); null: RAY_ADDRESS, and without it a
     Ray started on this machine for the stage's run."""
+    reuse: str | None = None
+    """Where the data stages keep per-file and per-batch results for the next run (data_checks/reuse.py): a
+    re-run after new files landed recomputes only what they changed. params.yaml's path is relative to the
+    workspace; null: nothing is kept."""
 
     def __post_init__(self) -> None:
         need(self.mode in ENGINE_MODES, "engine", f"mode must be one of {', '.join(ENGINE_MODES)}, got {self.mode!r}")

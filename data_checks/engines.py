@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,18 +28,30 @@ import pyarrow.parquet as pq
 
 from data_checks.config import EngineConfig
 from data_checks.io import DoclifeError, stage_input_batches
+from data_checks.reuse import Store, key_of
 
 T = TypeVar("T")
 
 
 def map_batches(fn: Callable[[pd.DataFrame], T], source: Path | pd.DataFrame, engine: EngineConfig, stage: str,
-                columns: list[str] | None = None) -> Iterator[T]:
+                columns: list[str] | None = None, reuse: bool = False) -> Iterator[T]:
     """`fn(batch)` for every batch of `source` (a Parquet table `stage` wrote, or a frame), in row order.
 
     Each batch is indexed by its rows' positions in the table. Locally a batch has `engine.batch_rows` rows; on
     Ray it is a run of whole row groups of about as many (a frame: the same slices), so a caller takes a
     batch's rows from `fn`'s result, never from a count of batches. On Ray the results come back pickled, as
-    the very objects `fn` returned: their types and values do not depend on the engine."""
+    the very objects `fn` returned: their types and values do not depend on the engine.
+
+    With `reuse` (for an `fn` whose result depends on the batch and its bound arguments alone) and
+    `engine.reuse` set, a batch whose rows, positions and settings an earlier run saw gets that run's result
+    back instead of a new computation (data_checks/reuse.py)."""
+    if reuse and engine.reuse:
+        store = Store(engine.reuse, _name(fn))
+        for key, result in map_batches(_Reusing(fn, store), source, engine, stage, columns):
+            store.used.add(key)  # on Ray the worker's store is another object
+            yield result
+        store.prune()
+        return
     if engine.mode == "local":
         if isinstance(source, pd.DataFrame):
             batches = _slices(source, engine.batch_rows)
@@ -47,6 +60,27 @@ def map_batches(fn: Callable[[pd.DataFrame], T], source: Path | pd.DataFrame, en
         yield from map(fn, batches)
         return
     yield from _on_ray(fn, source, engine, stage, columns)
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    target = fn.func if isinstance(fn, partial) else fn
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+class _Reusing:
+    """`fn` through a store: (the batch's key, the kept result, or fn's, then kept)."""
+
+    def __init__(self, fn: Callable[[pd.DataFrame], T], store: Store) -> None:
+        self.fn, self.store = fn, store
+        self.settings = (_name(fn), fn.args, fn.keywords) if isinstance(fn, partial) else (_name(fn),)
+
+    def __call__(self, batch: pd.DataFrame) -> tuple[str, T]:
+        key = key_of(self.settings, batch)
+        kept = self.store.get(key)
+        if kept is None:
+            kept = (self.fn(batch),)
+            self.store.put(key, kept)
+        return key, kept[0]
 
 
 def _slices(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:

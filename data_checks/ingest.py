@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from data_checks import out_of_core
 from data_checks.config import SPLITS, EngineConfig, IngestConfig
 from data_checks.io import DoclifeError, parquet_writer, stage_input_batches
+from data_checks.reuse import Store, file_digest, key_of
 from data_checks.sources import SourceFile, source_files
 
 CANONICAL_COLUMNS = ("doc_id", "text", "label", "split", "source", "source_row")
@@ -297,6 +298,36 @@ def _canonical(cfg: IngestConfig, table: pd.DataFrame, first_row: int) -> pd.Dat
                          "source": table["source"].fillna("").astype(object), "source_row": source_row})
 
 
+def _canonical_batches(cfg: IngestConfig, file: SourceFile, first_row: int, rows: int, store: Store | None
+                       ) -> Iterator[pd.DataFrame]:
+    """One file's rows in the canonical columns, `rows` at a time, numbered from `first_row`. With a store, a
+    file whose bytes were ingested at the same first row before is read back from it instead of parsed."""
+    computed = (_canonical(cfg, table, first_row + done)
+                for table, done in _numbered(_file_batches(cfg, file, rows)))
+    if store is None:
+        yield from computed
+        return
+    kept = store.path(key_of("ingest", cfg, file.name, file.format, file.compression, file_digest(file.path),
+                             first_row, rows), ".parquet")
+    if kept.is_file():
+        for batch in pq.ParquetFile(kept, pre_buffer=False).iter_batches(batch_size=rows):
+            yield batch.to_pandas()
+        return
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with parquet_writer(kept, SCHEMA) as keep:  # kept only once the whole file has been read
+        for batch in computed:
+            keep(batch)
+            yield batch
+
+
+def _numbered(tables: Iterator[pd.DataFrame]) -> Iterator[tuple[pd.DataFrame, int]]:
+    """Each table with the number of rows before it."""
+    done = 0
+    for table in tables:
+        yield table, done
+        done += len(table)
+
+
 def _where(files: list[SourceFile], firsts: np.ndarray, row: int) -> str:
     at = int(np.searchsorted(firsts, row, side="right")) - 1  # the file holding this row
     return f"{files[at].name} row {row - int(firsts[at])}"
@@ -358,15 +389,17 @@ def ingest(cfg: IngestConfig, source: Path | str, out_path: Path, engine: Engine
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as tmp:
         draft = Path(tmp) / "draft.parquet"
+        store = Store(engine.reuse, "ingest") if engine.reuse else None
         with parquet_writer(draft, SCHEMA) as write:
             for file in files:
                 counts.append(0)
-                for table in _file_batches(cfg, file, engine.batch_rows):
-                    batch = _canonical(cfg, table, sum(counts))
+                for batch in _canonical_batches(cfg, file, sum(counts), engine.batch_rows, store):
                     counts[-1] += len(batch)
                     for name, n in batch["split"].value_counts().items():
                         splits[name] += int(n)
                     write(batch)
+        if store is not None:
+            store.prune()
         firsts = np.cumsum([0] + counts[:-1])
         if cfg.id_column:
             _check_unique_ids(cfg, draft, engine, files, firsts)

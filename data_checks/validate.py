@@ -352,7 +352,8 @@ def _validate_table(
     measure_columns: list[str] = []
     per_row = spill / "measures.f32"  # every row's measures in row order: a batch reads its rows' slice
     with per_row.open("wb") as spilled:
-        for part in map_batches(partial(measure_and_sketch, cfg=cfg, labels=labels), table.source, engine, "clean"):
+        for part in map_batches(partial(measure_and_sketch, cfg=cfg, labels=labels), table.source, engine, "clean",
+                                reuse=True):
             if not len(part.rows):
                 continue
             _check_batch(part.rows, table.where)

@@ -35,11 +35,12 @@ _TRAINING = ("lightning_modules.train", "lightning_modules.callbacks", "lightnin
              "lightning_modules.snapshot", "lightning_modules.token_shards", "data_checks.snapshot")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "sample": ("data_checks.sample_corpus",),
-    "ingest": ("data_checks.ingest", "data_checks.sources", "data_checks.out_of_core"),
+    "ingest": ("data_checks.ingest", "data_checks.sources", "data_checks.out_of_core", "data_checks.reuse"),
     "clean": ("data_checks.clean", "data_checks.core_rules", "data_checks.rulebook", "data_checks.ingest",
-              "data_checks.sources", "data_checks.out_of_core", "data_checks.engines"),
+              "data_checks.sources", "data_checks.out_of_core", "data_checks.engines", "data_checks.reuse"),
     "validate": ("data_checks.validate", "data_checks.clean", "data_checks.ingest", "data_checks.sources",
-                 "data_checks.out_of_core", "data_checks.engines", "data_checks.row_measures", "data_checks.expectations", "data_checks.rulebook", "data_checks.core_rules",
+                 "data_checks.out_of_core", "data_checks.engines", "data_checks.reuse", "data_checks.row_measures",
+                 "data_checks.expectations", "data_checks.rulebook", "data_checks.core_rules",
                  "data_checks.text_quality", "data_checks.text_arrays", "data_checks.duplicates", "data_checks.label_noise",
                  "data_checks.drift", "data_checks.drift_profile"),
     "snapshot": ("data_checks.snapshot", "data_checks.drift_profile"),

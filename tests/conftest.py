@@ -7,8 +7,12 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from data_checks.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # The demo workspace; its stages run the installed doclife (this checkout, installed editable).
@@ -98,3 +102,47 @@ def save_checkpoint(path: Path, texts: list[str], vocab_rows: int | None = None)
     BertForMaskedLM(config).save_pretrained(str(path))
     to_hf(tok).save_pretrained(str(path))
     return path
+
+
+def sharded_corpus(directory: Path) -> Path:
+    """The sample corpus with near copies and label flips planted across shards, as three gzip CSV files."""
+    import gzip
+
+    import pandas as pd
+
+    from data_checks.config import SampleConfig
+    from data_checks.sample_corpus import TOPICS, generate_sample_corpus
+
+    frame = generate_sample_corpus(SampleConfig(n_docs=1500, seed=5, defects_per_kind=3))
+    texts = frame["text"].dropna()
+    near = pd.DataFrame({"text": texts.iloc[:30].to_numpy() + " indeed", "label": frame.loc[texts.index[:30], "label"]})
+    flipped = frame.iloc[200:230].assign(label=lambda f: f["label"].map(dict(zip(TOPICS, TOPICS[1:] + TOPICS[:1]))))
+    corpus = pd.concat([frame.drop(index=frame.index[200:230]), flipped, near], ignore_index=True)
+    directory.mkdir()
+    for k, lo in enumerate(range(0, len(corpus), -(-len(corpus) // 3))):
+        with gzip.open(directory / f"part-{k}.csv.gz", "wt", encoding="utf-8") as f:
+            corpus.iloc[lo:lo + -(-len(corpus) // 3)].to_csv(f, index=False)
+    return directory
+
+
+def data_stages(source: Path, out: Path, engine: EngineConfig) -> dict:
+    """ingest → clean → validate → snapshot, each output read back."""
+    import pandas as pd
+
+    from data_checks.clean import CleanConfig, clean
+    from data_checks.config import IngestConfig, ValidateConfig
+    from data_checks.ingest import ingest
+    from data_checks.snapshot import snapshot
+    from data_checks.validate import validate
+
+    out.mkdir()
+    ingest(IngestConfig(), source, out / "ingested.parquet", engine)
+    clean(CleanConfig(), out / "ingested.parquet", out / "cleaned.parquet", out / "fixes.parquet", out / "clean.json",
+          engine)
+    validate(ValidateConfig(rules={"label_noise": {"severity": "quarantine"}}), out / "cleaned.parquet",
+             out / "validated.parquet", out / "quarantine.parquet", out / "findings.parquet", out / "summary.json",
+             out / "docs", None, engine)
+    manifest = snapshot(out / "validated.parquet", out / "summary.json", out / "snapshot", engine=engine)
+    tables = {name: pd.read_parquet(out / f"{name}.parquet")
+              for name in ("cleaned", "fixes", "validated", "quarantine", "findings")}
+    return {"manifest": manifest, **tables}

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import data_stages, sharded_corpus
 
 from data_checks.check import check
-from data_checks.clean import CleanConfig, clean
-from data_checks.config import EngineConfig, IngestConfig, SampleConfig, ValidateConfig
+from data_checks.config import EngineConfig, IngestConfig, ValidateConfig
 from data_checks.engines import map_batches
-from data_checks.ingest import ingest
 from data_checks.io import DoclifeError
-from data_checks.sample_corpus import TOPICS, generate_sample_corpus
-from data_checks.snapshot import snapshot
-from data_checks.validate import validate
 
 ray = pytest.importorskip("ray")
 
@@ -31,39 +26,10 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-def _shards(directory: Path) -> Path:
-    """The sample corpus with near copies and label flips planted across shards, as three gzip CSV files."""
-    frame = generate_sample_corpus(SampleConfig(n_docs=1500, seed=5, defects_per_kind=3))
-    texts = frame["text"].dropna()
-    near = pd.DataFrame({"text": texts.iloc[:30].to_numpy() + " indeed", "label": frame.loc[texts.index[:30], "label"]})
-    flipped = frame.iloc[200:230].assign(label=lambda f: f["label"].map(dict(zip(TOPICS, TOPICS[1:] + TOPICS[:1]))))
-    corpus = pd.concat([frame.drop(index=frame.index[200:230]), flipped, near], ignore_index=True)
-    directory.mkdir()
-    for k, lo in enumerate(range(0, len(corpus), -(-len(corpus) // 3))):
-        with gzip.open(directory / f"part-{k}.csv.gz", "wt", encoding="utf-8") as f:
-            corpus.iloc[lo:lo + -(-len(corpus) // 3)].to_csv(f, index=False)
-    return directory
-
-
-def _lifecycle_data(source: Path, out: Path, engine: EngineConfig) -> dict:
-    """ingest → clean → validate → snapshot, each output read back."""
-    out.mkdir()
-    ingest(IngestConfig(), source, out / "ingested.parquet", engine)
-    clean(CleanConfig(), out / "ingested.parquet", out / "cleaned.parquet", out / "fixes.parquet", out / "clean.json",
-          engine)
-    validate(ValidateConfig(rules={"label_noise": {"severity": "quarantine"}}), out / "cleaned.parquet",
-             out / "validated.parquet", out / "quarantine.parquet", out / "findings.parquet", out / "summary.json",
-             out / "docs", None, engine)
-    manifest = snapshot(out / "validated.parquet", out / "summary.json", out / "snapshot", engine=engine)
-    tables = {name: pd.read_parquet(out / f"{name}.parquet")
-              for name in ("cleaned", "fixes", "validated", "quarantine", "findings")}
-    return {"manifest": manifest, **tables}
-
-
 def test_ray_writes_the_same_snapshot_quarantine_and_findings(tmp_path: Path, local_ray: None) -> None:
-    source = _shards(tmp_path / "shards")
-    local = _lifecycle_data(source, tmp_path / "local", EngineConfig(batch_rows=BATCH_ROWS))
-    on_ray = _lifecycle_data(source, tmp_path / "ray", EngineConfig(batch_rows=BATCH_ROWS, mode="ray"))
+    source = sharded_corpus(tmp_path / "shards")
+    local = data_stages(source, tmp_path / "local", EngineConfig(batch_rows=BATCH_ROWS))
+    on_ray = data_stages(source, tmp_path / "ray", EngineConfig(batch_rows=BATCH_ROWS, mode="ray"))
     assert on_ray["manifest"] == local["manifest"]
     for name in ("cleaned", "fixes", "validated", "quarantine", "findings"):
         pd.testing.assert_frame_equal(on_ray[name], local[name], obj=name)
@@ -74,7 +40,7 @@ def test_ray_writes_the_same_snapshot_quarantine_and_findings(tmp_path: Path, lo
 
 
 def test_check_on_ray_reports_what_check_on_local_does(tmp_path: Path, local_ray: None) -> None:
-    source = _shards(tmp_path / "shards")
+    source = sharded_corpus(tmp_path / "shards")
     reading = IngestConfig(text_column="text", label_column="label")
     summaries = {mode: check(source, reading, ValidateConfig(), tmp_path / mode, engine=EngineConfig(batch_rows=BATCH_ROWS, mode=mode))
                  for mode in ("local", "ray")}
