@@ -19,6 +19,7 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from json.encoder import encode_basestring as _json_string
 from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,13 +46,18 @@ PROFILE_FILE = "drift_profile.json"
 """The snapshot's profile: the next validation measures drift against it."""
 
 
-def _cell(value: object) -> str | None:
-    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+def _json_cell(value: object) -> str:
+    # What json.dumps(..., ensure_ascii=False) writes for the cell; a missing value is null, not "".
+    if isinstance(value, str):
+        return _json_string(value)
+    return "null" if value is None or pd.isna(value) else _json_string(str(value))
 
 
-def _row_line(row: tuple) -> bytes:
-    # One JSON array per line: unambiguous whatever characters the text contains.
-    return json.dumps([_cell(v) for v in row], ensure_ascii=False).encode("utf-8") + b"\n"
+def _row_lines(columns: list[list]) -> list[bytes]:
+    """One JSON array per row and line, the rows' cells given column by column: unambiguous whatever
+    characters the text contains. Written as json.dumps writes a list, a few times faster than calling it."""
+    cells = [list(map(_json_cell, column)) for column in columns]
+    return [("[" + ", ".join(row) + "]\n").encode("utf-8") for row in zip(*cells, strict=True)]
 
 
 def content_hash(frame: pd.DataFrame) -> str:
@@ -64,22 +70,24 @@ def content_hash(frame: pd.DataFrame) -> str:
         raise DoclifeError(f"<frame>: cannot hash a table without columns {', '.join(missing)}")
     ordered = frame.sort_values("doc_id", kind="stable")
     digest = hashlib.sha256()
-    for row in zip(*(ordered[c] for c in CONTENT_COLUMNS), strict=True):
-        digest.update(_row_line(row))
+    for lo in range(0, len(ordered), 8192):
+        digest.update(b"".join(_row_lines([ordered[c].iloc[lo:lo + 8192].tolist() for c in CONTENT_COLUMNS])))
     return digest.hexdigest()
 
 
-def _shard_rows(path: Path) -> Iterator[tuple]:
+def _shard_rows(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(doc_id, its row's line) of a shard, in the shard's (doc_id) order."""
     for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=4096, columns=list(CONTENT_COLUMNS)):
-        yield from zip(*(batch.column(c).to_pylist() for c in CONTENT_COLUMNS), strict=True)
+        yield from zip(batch.column("doc_id").to_pylist(),
+                       _row_lines([batch.column(c).to_pylist() for c in CONTENT_COLUMNS]), strict=True)
 
 
 def _shards_hash(shards: list[Path]) -> str:
     """content_hash of the rows of sorted shards, merged into doc_id order a few thousand rows per shard at a time."""
     digest = hashlib.sha256()
     lines: list[bytes] = []
-    for row in heapq.merge(*(_shard_rows(path) for path in shards), key=itemgetter(0)):
-        lines.append(_row_line(row))
+    for _, line in heapq.merge(*(_shard_rows(path) for path in shards), key=itemgetter(0)):
+        lines.append(line)
         if len(lines) == 8192:
             digest.update(b"".join(lines))
             lines.clear()
