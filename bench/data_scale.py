@@ -7,8 +7,9 @@ whose `ingest.source` is that directory, and the stages run as `doclife STAGE` d
 size are compared stage by stage: peak RSS and seconds per document. On the first size, a second workspace
 runs every stage with `engine.mode: ray` on a Ray started on this machine (`ray start --head`, as many CPUs as
 the machine has): whether it writes the same snapshot, quarantine and findings, and its wall time against
-local mode's. Then a new file of 5% new documents lands and every stage runs again: its cost against the full
-run, and how many snapshot shards changed. Last, every stage on documents of about 2 kB (each 20 generated
+local mode's. Then a new file of 5% new documents lands and every stage runs again, reading back from the
+workspace's engine.reuse store what the full run computed for the old files and batches: its cost against the
+full run, and how many snapshot shards changed. Last, every stage on documents of about 2 kB (each 20 generated
 documents, one per line), whose per-character work sets the rate of long-document corpora. Writes
 bench/results/data_scale.json.
 
