@@ -44,6 +44,7 @@ from scipy.sparse.csgraph import connected_components
 
 from data_checks.config import SPLITS, need
 from data_checks.rulebook import QUARANTINE, WARN, RowRule
+from data_checks.text_arrays import chunk_bounds
 
 MEASURES = (
     "duplicate_of", "exact_duplicate",
@@ -180,7 +181,7 @@ def sketch_texts(text: pd.Series, cfg: DuplicatesConfig) -> TextSketch:
                      np.zeros((n, cfg.num_bands), _U64))
     hashes = _hashes_of(cfg.seed, cfg.rows_per_band, cfg.num_bands)
     chars = pc.fill_null(pc.utf8_length(column), 0).to_numpy(zero_copy_only=False)
-    for lo, hi in _chunks(chars, cfg.chunk_rows, cfg.chunk_chars):
+    for lo, hi in chunk_bounds(chars, cfg.chunk_rows, cfg.chunk_chars):
         chunk = column.slice(lo, hi - lo)
         present = lo + np.flatnonzero(pc.is_valid(chunk).to_numpy(zero_copy_only=False))
         if not present.size:
@@ -192,21 +193,6 @@ def sketch_texts(text: pd.Series, cfg: DuplicatesConfig) -> TextSketch:
         out.sig8[present] = np.where(sig == _EMPTY, np.uint32(_NO_BYTE), sig % np.uint32(255)).astype(np.uint8)
         out.bands[present] = _band_hashes(_rotate(sig), cfg, hashes)
     return out
-
-
-def _chunks(chars: np.ndarray, max_rows: int, max_chars: int) -> list[tuple[int, int]]:
-    """Consecutive (lo, hi) row ranges covering `chars` (each row's length), each of at most max_rows rows and
-    max_chars characters, or of one row when that row alone is longer."""
-    bounds, lo, n = [], 0, len(chars)
-    ends = np.cumsum(chars, dtype=np.int64)
-    while lo < n:
-        before = ends[lo - 1] if lo else 0
-        # The last row that keeps the chunk within max_chars; at least the first one.
-        hi = max(int(np.searchsorted(ends, before + max_chars, side="right")), lo + 1)
-        hi = min(hi, lo + max_rows, n)
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
 
 
 class Sketches:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,7 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_checks.config import SPLITS, EngineConfig, SnapshotConfig
-from data_checks.io import DoclifeError, atomic_dir, read_json, stage_input_batches, write_json
+from data_checks.io import (
+    DoclifeError,
+    atomic_dir,
+    read_json,
+    stage_input_batches,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from data_checks.drift_profile import DriftConfig

@@ -292,3 +292,18 @@ def doc_keys(g: np.ndarray, d: np.ndarray) -> np.ndarray:
     """Hashes g made distinct per document d, so that `repeats` only finds repeats within a text."""
     with np.errstate(over="ignore"):
         return g ^ (d.astype(np.uint64) * _GOLD)
+
+
+def chunk_bounds(chars: np.ndarray, max_rows: int, max_chars: int) -> list[tuple[int, int]]:
+    """Consecutive (lo, hi) row ranges covering `chars` (each row's length), each of at most max_rows rows and
+    max_chars characters, or of one row when that row alone is longer."""
+    bounds, lo, n = [], 0, len(chars)
+    ends = np.cumsum(chars, dtype=np.int64)
+    while lo < n:
+        before = ends[lo - 1] if lo else 0
+        # The last row that keeps the chunk within max_chars; at least the first one.
+        hi = max(int(np.searchsorted(ends, before + max_chars, side="right")), lo + 1)
+        hi = min(hi, lo + max_rows, n)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds

@@ -17,6 +17,7 @@ from data_checks.duplicates import (
     measure_duplicates,
 )
 from data_checks.io import DoclifeError
+from data_checks.text_arrays import chunk_bounds
 from data_checks.rulebook import QUARANTINE, WARN
 
 EN = "The battery easily lasts two full days and the bright screen is sharp even outdoors in summer"
@@ -178,7 +179,7 @@ def test_result_does_not_depend_on_chunk_size() -> None:
 
 def test_chunks_hold_at_most_their_rows_and_characters_and_cover_every_row() -> None:
     chars = np.array([5, 0, 30, 2, 2, 2, 9, 1])
-    chunks = duplicates._chunks(chars, max_rows=3, max_chars=8)
+    chunks = chunk_bounds(chars, max_rows=3, max_chars=8)
     assert chunks == [(0, 2), (2, 3), (3, 6), (6, 7), (7, 8)]  # the 30-character text alone
     assert [lo for lo, _ in chunks[1:]] == [hi for _, hi in chunks[:-1]]
 
