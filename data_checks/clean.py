@@ -239,8 +239,8 @@ def clean(cfg: CleanConfig, ingested_path: Path, cleaned_path: Path, report_path
           engine: EngineConfig | None = None) -> dict[str, Any]:
     """Clean the ingested table `engine.batch_rows` rows at a time; write the cleaned table, the per-row report
     and summary.json; return the summary."""
-    engine = engine or EngineConfig()
     ingested_path, cleaned_path = Path(ingested_path), Path(cleaned_path)
+    engine = (engine or EngineConfig()).sized_for(ingested_path)
     stage_input_batches(ingested_path, "ingest", engine.batch_rows)  # a missing or damaged file fails here, at once
     missing = [c for c in SCHEMA.names if c not in pq.read_schema(ingested_path).names]
     if missing:

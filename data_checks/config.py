@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, is_dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from data_checks.io import DoclifeError
@@ -47,6 +48,9 @@ class EngineConfig:
 
     batch_rows: int = 100_000
     """Rows a data stage holds at a time; its peak memory grows with this, not with the corpus."""
+    batch_mb: int = 64
+    """And at most about this much column data (a table's uncompressed Parquet size per row times the rows):
+    documents of kilobytes come fewer to a batch, so memory follows this on long documents."""
     memory_limit_mb: int = 128
     """Memory the corpus-wide grouping (DuckDB: repeated ids, exact duplicates) may take before it spills
     to a temporary directory beside the stage's output."""
@@ -64,7 +68,28 @@ class EngineConfig:
     def __post_init__(self) -> None:
         need(self.mode in ENGINE_MODES, "engine", f"mode must be one of {', '.join(ENGINE_MODES)}, got {self.mode!r}")
         need(self.batch_rows >= 1, "engine", f"batch_rows must be >= 1, got {self.batch_rows}")
+        need(self.batch_mb >= 1, "engine", f"batch_mb must be >= 1, got {self.batch_mb}")
         need(self.memory_limit_mb >= 64, "engine", f"memory_limit_mb must be >= 64, got {self.memory_limit_mb}")
+
+    def sized_for(self, table: Path | str) -> EngineConfig:
+        """This engine with batch_rows lowered, where the rows of the Parquet table at `table` are long, so that a
+        batch holds about batch_mb of column data. Rounded down to a power of two: a corpus that grew a little
+        keeps its batch boundaries, and so what engine.reuse kept. A table that cannot be read is left to the
+        stage's own one-line error."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(table).metadata
+        except (OSError, pa.ArrowException):
+            return self
+        if not meta.num_rows:
+            return self
+        row_bytes = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / meta.num_rows
+        fits = int(self.batch_mb * 2**20 // max(row_bytes, 1.0))
+        if fits >= self.batch_rows:
+            return self
+        return replace(self, batch_rows=1 << max(fits, 1).bit_length() - 1)
 
 
 @dataclass

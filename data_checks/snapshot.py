@@ -147,8 +147,8 @@ def snapshot(validated_path: Path, summary_path: Path, out_dir: Path, drift_cfg:
     # drift profile must not re-run them (dvc.yaml lists drift_profile.py for this stage alone).
     from data_checks.drift_profile import DriftConfig, ProfileBuilder, write_profile
 
-    cfg, engine = cfg or SnapshotConfig(), engine or EngineConfig()
     validated_path, summary_path, out_dir = Path(validated_path), Path(summary_path), Path(out_dir)
+    cfg, engine = cfg or SnapshotConfig(), (engine or EngineConfig()).sized_for(validated_path)
     for path in (validated_path, summary_path):
         if not path.is_file():
             raise DoclifeError(f"{path}: file not found (run the validate stage first)")

@@ -524,7 +524,7 @@ def validate(
     can be read) and then ValidationFailed is raised naming the input file and the failed rule(s).
     """
     cleaned_path = Path(cleaned_path)
-    engine = engine or EngineConfig()
+    engine = (engine or EngineConfig()).sized_for(cleaned_path)
     table = _Table.of_file(cleaned_path, engine.batch_rows)
     schemas = _schemas(pq.ParquetFile(cleaned_path))
     labels = list(cfg.labels)

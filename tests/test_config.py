@@ -69,3 +69,22 @@ def test_numbers_read_as_dvc_reads_them(tmp_path):
     params = load_params(path)
     assert params.finetune.learning_rate == 0.0003 and params.finetune.weight_decay == 0.01
     assert params.pretrain.max_steps == 40 and isinstance(params.pretrain.max_steps, int)
+
+
+def test_long_rows_come_fewer_to_a_batch_and_a_little_growth_keeps_the_batch_size(tmp_path):
+    import pandas as pd
+
+    from data_checks.config import EngineConfig
+
+    engine = EngineConfig(batch_rows=100_000, batch_mb=1)
+    short, long, grown = tmp_path / "short.parquet", tmp_path / "long.parquet", tmp_path / "grown.parquet"
+    pd.DataFrame({"text": ["ok"] * 1000}).to_parquet(short)
+    pd.DataFrame({"text": ["x" * 2000 + str(i) for i in range(1000)]}).to_parquet(long)
+    pd.DataFrame({"text": ["x" * 2000 + str(i) for i in range(1050)]}).to_parquet(grown)
+    assert engine.sized_for(short) == engine  # short rows: batch_rows as configured
+    rows = engine.sized_for(long).batch_rows
+    assert rows == 512, rows  # about 1 MB of 2 kB rows, rounded down to a power of two
+    assert engine.sized_for(grown).batch_rows == rows  # 5% more rows: the same batches, so reuse still hits
+    assert engine.sized_for(tmp_path / "missing.parquet") == engine  # the stage reports a missing file itself
+    with pytest.raises(DoclifeError, match="batch_mb"):
+        EngineConfig(batch_mb=0)
