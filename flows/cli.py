@@ -23,9 +23,15 @@ from flows.config import Params, load_params
 from flows.layout import Layout
 
 if TYPE_CHECKING:
+    from data_checks.config import EngineConfig
     from lightning_modules.checkpoint import BaseCheckpoint
 
 STAGES = ("sample", "ingest", "clean", "validate", "snapshot", "tokenize", "pretrain", "finetune", "evaluate", "promote")
+
+
+def _engine(p: Params, at: Layout) -> EngineConfig:
+    """The engine section with engine.reuse's store in this workspace (params.yaml names it relative to it)."""
+    return replace(p.engine, reuse=str(at.root / p.engine.reuse)) if p.engine.reuse else p.engine
 
 
 def _sample(p: Params, at: Layout) -> dict[str, Any]:
@@ -37,13 +43,13 @@ def _sample(p: Params, at: Layout) -> dict[str, Any]:
 def _ingest(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.ingest import ingest
 
-    return ingest(p.ingest, at.root / p.ingest.source, at.ingested, p.engine)
+    return ingest(p.ingest, at.root / p.ingest.source, at.ingested, _engine(p, at))
 
 
 def _clean(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.clean import clean
 
-    return clean(p.clean, at.ingested, at.cleaned, at.clean_report, at.clean_summary, p.engine)
+    return clean(p.clean, at.ingested, at.cleaned, at.clean_report, at.clean_summary, _engine(p, at))
 
 
 def _validate(p: Params, at: Layout) -> dict[str, Any]:
@@ -53,13 +59,13 @@ def _validate(p: Params, at: Layout) -> dict[str, Any]:
 
     # The snapshot still in the workspace is the previous one: this corpus's drift is measured against it.
     return validate(p.validate, at.cleaned, at.validated, at.quarantine, at.findings, at.validation_summary,
-                    at.data_docs, at.snapshot / PROFILE_FILE, p.engine)
+                    at.data_docs, at.snapshot / PROFILE_FILE, _engine(p, at))
 
 
 def _snapshot(p: Params, at: Layout) -> dict[str, Any]:
     from data_checks.snapshot import snapshot
 
-    return snapshot(at.validated, at.validation_summary, at.snapshot, p.validate.drift, p.snapshot, p.engine)
+    return snapshot(at.validated, at.validation_summary, at.snapshot, p.validate.drift, p.snapshot, _engine(p, at))
 
 
 def _base(p: Params, at: Layout) -> BaseCheckpoint | None:
@@ -217,7 +223,8 @@ def _check(args: argparse.Namespace, at: Layout) -> int:
     reading = IngestConfig(source=args.source, text_column=args.text_column, label_column=args.label_column,
                            header=not args.no_header)
     labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
-    engine = params.engine if params else EngineConfig()
+    # A check keeps nothing for later: its batches are not the stages', and its pass would prune what they kept.
+    engine = replace(params.engine, reuse=None) if params else EngineConfig()
     if args.engine:
         engine = replace(engine, mode=args.engine)
     summary = check(Path(args.source), reading, rules, Path(args.out), labels, params.clean if params else None,

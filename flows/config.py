@@ -86,10 +86,6 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         require_trackable(sections["ingest"].source)
     except DoclifeError as exc:
         raise DoclifeError(f"{path}: ingest.source {exc}") from None
-    engine = sections["engine"]
-    if engine.reuse:
-        # A stage may run from any working directory: the store is the workspace's.
-        sections["engine"] = dataclasses.replace(engine, reuse=str((path.parent / engine.reuse).resolve()))
     return Params(**sections)
 
 
