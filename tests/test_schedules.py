@@ -132,24 +132,28 @@ def test_a_restart_after_serve_was_killed_runs_at_most_one_missed_run(served):
     time.sleep(65)
     restarted = time.time()
     served["proc"] = serve(workspace, server.api, served["log"])
-    time.sleep(30)
     # Runs that fell due unserved were either cancelled by the server at once (a killed run still held the
     # deployment's slot) or skipped by serve at its start; the killed runs were marked Crashed.
-    started = [json.loads(line) for line in served["log"].read_text().splitlines() if line.startswith('{"serving"')]
-    assert len(started) == 2 and {"orphaned_runs_crashed", "missed_runs_skipped"} <= set(started[-1])
+    started = wait_for("the restarted serve reports its start", lambda: [
+        json.loads(line) for line in served["log"].read_text().splitlines() if line.startswith('{"serving"')][1:],
+        timeout=180)
+    assert len(started) == 1 and {"orphaned_runs_crashed", "missed_runs_skipped"} <= set(started[-1])
     for deployment in (LIFECYCLE, WATCHER):
-        due_before = [run for run in server.runs(deployment) if run.expected_start_time.timestamp() < restarted - 5]
-        # Of the runs that fell due while nobody served, at most one (the catch-up) ran after the restart; the
-        # others are gone or were cancelled before their process started, and none is left waiting.
-        ran = [run for run in due_before if run.start_time and run.start_time.timestamp() >= restarted - 5
+        def due_before(deployment: str = deployment) -> list:
+            return [run for run in server.runs(deployment) if run.expected_start_time.timestamp() < restarted - 5]
+
+        # Of the runs that fell due while nobody served, none is left waiting (the catch-up may still be on its
+        # way to its process), at most one (the catch-up) ran after the restart, and the others are gone or
+        # were cancelled before their process started.
+        wait_for(f"no run of {deployment} that fell due unserved is still waiting", lambda: not [
+            run for run in due_before() if run.state.type.value in ("SCHEDULED", "PENDING")], timeout=180)
+        ran = [run for run in due_before() if run.start_time and run.start_time.timestamp() >= restarted - 5
                and run.state.type.value in ("RUNNING", "COMPLETED", "FAILED")]  # not cancelled nor crashed
         assert len(ran) <= 1, (deployment, restarted, [(run.name, run.expected_start_time, run.state) for run in ran])
-        waiting = [run for run in due_before if run.state.type.value in ("SCHEDULED", "PENDING")]
-        assert waiting == [], (deployment, restarted, [(run.name, run.expected_start_time, run.state)
-                                                       for run in waiting])
-    # And the schedules go on: the watcher has checked since.
-    assert [run for run in server.runs(WATCHER) if run.expected_start_time.timestamp() > restarted
-            and run.state.is_completed()]
+    # And the schedules go on: the watcher checks again.
+    wait_for("a watcher check after the restart completes", lambda: [
+        run for run in server.runs(WATCHER) if run.expected_start_time.timestamp() > restarted
+        and run.state.is_completed()], timeout=180)
 
 
 @pytest.mark.slow
