@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from data_checks.io import DoclifeError
 
 if TYPE_CHECKING:
@@ -76,9 +79,6 @@ class EngineConfig:
         batch holds about batch_mb of column data. Rounded down to a power of two: a corpus that grew a little
         keeps its batch boundaries, and so what engine.reuse kept. A table that cannot be read is left to the
         stage's own one-line error."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         try:
             meta = pq.ParquetFile(table).metadata
         except (OSError, pa.ArrowException):

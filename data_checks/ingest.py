@@ -313,7 +313,6 @@ def _canonical_batches(cfg: IngestConfig, file: SourceFile, first_row: int, rows
         for batch in pq.ParquetFile(kept, pre_buffer=False).iter_batches(batch_size=rows):
             yield batch.to_pandas()
         return
-    kept.parent.mkdir(parents=True, exist_ok=True)
     with parquet_writer(kept, SCHEMA) as keep:  # kept only once the whole file has been read
         for batch in computed:
             keep(batch)

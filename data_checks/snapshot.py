@@ -29,13 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_checks.config import SPLITS, EngineConfig, SnapshotConfig
-from data_checks.io import (
-    DoclifeError,
-    atomic_dir,
-    read_json,
-    stage_input_batches,
-    write_json,
-)
+from data_checks.io import DoclifeError, atomic_dir, read_json, stage_input_batches, write_json
 
 if TYPE_CHECKING:
     from data_checks.drift_profile import DriftConfig
